@@ -1,0 +1,61 @@
+"""bodybatch: per-person track files from per-video 3D human predictions.
+
+The public API is small and lazily imported, so ``import bodybatch`` is fast and has
+no side effects:
+
+- :func:`read_predictions` iterates the frame dicts of a per-video prediction file
+  written by ``bodycompress`` (0.2.1 and 0.3.x, xz or zstd).
+- :func:`write_track` encodes one person track into one file; :class:`TrackWriter`
+  does the same frame by frame.
+- :func:`open_track` reads a track file back (random access by row).
+"""
+
+from bodybatch._version import __version__
+from bodybatch.errors import (
+    BodybatchError,
+    ConfigError,
+    FormatError,
+    LockError,
+    OutputError,
+    PlanError,
+    TrackError,
+)
+
+__all__ = [
+    "__version__",
+    "read_predictions",
+    "write_track",
+    "open_track",
+    "TrackWriter",
+    "TrackReader",
+    "BodybatchError",
+    "ConfigError",
+    "FormatError",
+    "TrackError",
+    "PlanError",
+    "OutputError",
+    "LockError",
+]
+
+_LAZY = {
+    "read_predictions": "bodybatch.predictions",
+    "write_track": "bodybatch.trackfile",
+    "open_track": "bodybatch.trackfile",
+    "TrackWriter": "bodybatch.trackfile",
+    "TrackReader": "bodybatch.trackfile",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bodybatch' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,130 @@
+"""Validation and normalization of track data given to writers.
+
+A track is a dict of per-row arrays: ``vertices (T,V,3)`` mm, ``joints (T,J,3)`` mm,
+``vertex_uncertainties (T,V)`` m, ``joint_uncertainties (T,J)`` m, ``boxes (T,B)``
+pixels (x, y, w, h[, score]), ``camera`` and ``frame_index (T,)`` (video frame of each
+row, strictly increasing). ``camera`` is a list of per-row camera dicts/objects, one
+camera dict/object for all rows, or a dict of stacked ``(T, ...)`` arrays.
+"""
+
+import numpy as np
+
+from bodybatch.cameras import camera_to_dict
+from bodybatch.errors import TrackError
+
+__all__ = ["TRACK_FIELDS", "Schema", "normalize_block", "raw_float32_bytes"]
+
+TRACK_FIELDS = (
+    "vertices",
+    "joints",
+    "vertex_uncertainties",
+    "joint_uncertainties",
+    "boxes",
+    "camera",
+    "frame_index",
+)
+_FLOAT_FIELDS = {"vertices": 3, "joints": 3, "vertex_uncertainties": 2, "joint_uncertainties": 2, "boxes": 2}
+
+
+def _as_float(name, value, ndim, where):
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiu" or a.dtype == np.float16:
+        raise TrackError(f"{where}'{name}' must be a float array, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise TrackError(f"{where}'{name}' must have {ndim} dimensions (rows first), got shape {a.shape}")
+    return a
+
+
+def _stack_cameras(camera, n_rows, where):
+    """Any accepted camera form -> dict of (T, ...) arrays."""
+    if isinstance(camera, dict) and "intr" in camera and np.ndim(camera["intr"]) == 3:
+        stacked = {k: np.asarray(v) for k, v in camera.items()}
+        if any(len(v) != n_rows for v in stacked.values()):
+            raise TrackError(f"{where}stacked camera arrays must have {n_rows} rows")
+        camera_to_dict({k: v[0] for k, v in stacked.items()}) if n_rows else None
+        return stacked
+    if isinstance(camera, (list, tuple)):
+        if len(camera) != n_rows:
+            raise TrackError(f"{where}'camera' has {len(camera)} entries for {n_rows} rows")
+        dicts = [camera_to_dict(c) for c in camera]
+    else:
+        dicts = [camera_to_dict(camera)] * n_rows
+    keys = set(dicts[0]) if dicts else set()
+    for i, d in enumerate(dicts):
+        if set(d) != keys:
+            raise TrackError(f"{where}camera of row {i} has keys {sorted(d)}, expected {sorted(keys)}")
+    try:
+        return {k: np.stack([np.asarray(d[k]) for d in dicts]) for k in sorted(keys)}
+    except ValueError:
+        raise TrackError(f"{where}camera arrays change shape between rows") from None
+
+
+def normalize_block(track, where=""):
+    """Validate a dict of stacked rows; return normalized arrays and the row count."""
+    if not isinstance(track, dict):
+        raise TrackError(f"{where}a track must be a dict of arrays, got {type(track).__name__}")
+    unknown = sorted(set(track) - set(TRACK_FIELDS))
+    if unknown:
+        raise TrackError(f"{where}unknown track fields {unknown}; allowed: {', '.join(TRACK_FIELDS)}")
+    if "vertices" not in track and "joints" not in track:
+        raise TrackError(f"{where}a track needs 'vertices' or 'joints'")
+    out = {}
+    for name, ndim in _FLOAT_FIELDS.items():
+        if name in track and track[name] is not None:
+            out[name] = _as_float(name, track[name], ndim, where)
+    n_rows = len(out["vertices"] if "vertices" in out else out["joints"])
+    for name, a in out.items():
+        if len(a) != n_rows:
+            raise TrackError(f"{where}'{name}' has {len(a)} rows, expected {n_rows}")
+    for coord, unc in (("vertices", "vertex_uncertainties"), ("joints", "joint_uncertainties")):
+        if coord in out and out[coord].shape[2] != 3:
+            raise TrackError(f"{where}'{coord}' must have shape (T, N, 3), got {out[coord].shape}")
+        if unc in out:
+            if coord not in out:
+                raise TrackError(f"{where}'{unc}' needs '{coord}'")
+            if out[unc].shape[1] != out[coord].shape[1]:
+                raise TrackError(
+                    f"{where}'{unc}' has {out[unc].shape[1]} points but '{coord}' has {out[coord].shape[1]}"
+                )
+    if track.get("camera") is not None:
+        out["camera"] = _stack_cameras(track["camera"], n_rows, where)
+    if track.get("frame_index") is not None:
+        fi = np.asarray(track["frame_index"])
+        if fi.dtype.kind not in "iu" or fi.shape != (n_rows,):
+            raise TrackError(f"{where}'frame_index' must be {n_rows} integers, got {fi.dtype} {fi.shape}")
+        out["frame_index"] = fi.astype(np.int64)
+    return out, n_rows
+
+
+class Schema:
+    """Field set and per-row shapes fixed by the first rows of a track."""
+
+    def __init__(self, block):
+        self.fields = sorted(k for k in block if k != "frame_index")
+        self.shapes = {k: block[k].shape[1:] for k in self.fields if k != "camera"}
+        self.camera = {k: v.shape[1:] for k, v in block.get("camera", {}).items()}
+
+    def check(self, block, first_row, where=""):
+        fields = sorted(k for k in block if k != "frame_index")
+        if fields != self.fields:
+            raise TrackError(f"{where}row {first_row}: fields {fields} differ from the track's {self.fields}")
+        for k, shape in self.shapes.items():
+            if block[k].shape[1:] != shape:
+                raise TrackError(
+                    f"{where}row {first_row}: '{k}' has shape {block[k].shape[1:]} per row, "
+                    f"the track started with {shape} (point counts cannot change mid-track)"
+                )
+        cam = {k: v.shape[1:] for k, v in block.get("camera", {}).items()}
+        if cam != self.camera:
+            raise TrackError(f"{where}row {first_row}: camera keys or shapes changed mid-track")
+
+    def raw_bytes_per_row(self):
+        """float32 bytes of one row of every stored array (the 'raw' size), plus the
+        frame index (4 bytes)."""
+        values = sum(int(np.prod(s)) for s in self.shapes.values())
+        values += sum(int(np.prod(s)) for s in self.camera.values())
+        return 4 * (values + 1)
+
+
+def raw_float32_bytes(schema, n_rows):
+    return schema.raw_bytes_per_row() * n_rows

@@ -1,0 +1,376 @@
+"""The ``bodybatch`` track codec: quantize, predict in space-time, entropy code.
+
+Pure functions of arrays and bytes: no threads, no file I/O. The container
+(:mod:`bodybatch.container`) frames what this module produces.
+
+A track is split into *point groups*: ``vertices`` (+ ``vertex_uncertainties``) and
+``joints`` (+ ``joint_uncertainties``). Each group is quantized onto the grid,
+stacked point-major as ``(N, T, D)`` integers (D = 3 coordinates, plus 1 for the
+uncertainty), turned into residuals by :mod:`bodybatch.codec.predict` with a
+:class:`VertexStructure` derived from the first frame, and coded per level and
+component by :mod:`bodybatch.codec.entropy`. Boxes and cameras are stored
+losslessly.
+"""
+
+import numpy as np
+
+from bodybatch.codec import entropy, predict, quantize
+from bodybatch.codec.structure import (
+    build_structure,
+    level_bounds,
+    structure_from_arrays,
+    structure_to_arrays,
+)
+from bodybatch.errors import FormatError, TrackError
+
+__all__ = ["BodybatchCodec", "POINT_GROUPS"]
+
+#: group name -> (coordinate field in mm, uncertainty field in m)
+POINT_GROUPS = {
+    "vertices": ("vertices", "vertex_uncertainties"),
+    "joints": ("joints", "joint_uncertainties"),
+}
+#: Levels below this many points share one residual stream.
+_COARSE_POINTS = 256
+#: Bounds that keep a hostile header from driving allocations.
+MAX_POINTS = 1 << 20
+MAX_CHUNK_ROWS = 1 << 13
+
+
+#: Blocks of at least this many points split their later frames into activity classes.
+_CLASSED_POINTS = 1024
+N_CLASSES = 4
+
+
+def _blocks(n_points):
+    """Point blocks with one residual distribution each: coarse levels merged."""
+    levels = [(lo, hi) for lo, hi in level_bounds(n_points) if hi - lo >= _COARSE_POINTS]
+    first_big = levels[0][0] if levels else n_points
+    return ([(0, first_big)] if first_big else []) + levels
+
+
+def _components(n_dims):
+    return [(0, min(3, n_dims))] + ([(3, n_dims)] if n_dims > 3 else [])
+
+
+def activity_classes(res, n_classes=N_CLASSES):
+    """(N,) uint8 class of each point: quartile of its mean |residual| (coordinates,
+    frames 1..) within its block. Points of one class share one residual stream, so
+    each stream gets the distribution of its own body regions (hands vs torso)."""
+    n, n_frames = res.shape[:2]
+    classes = np.zeros(n, np.uint8)
+    if n_frames < 2:
+        return classes
+    for lo, hi in _blocks(n):
+        if hi - lo < _CLASSED_POINTS:
+            continue
+        act = np.abs(res[lo:hi, 1:, :3]).sum(axis=(1, 2))
+        edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
+        classes[lo:hi] = np.searchsorted(edges, act, side="right")
+    return classes
+
+
+def _rest_blocks(n_points, classes):
+    """Blocks for frames 1..: (lo, hi, perm, bounds) where ``perm`` sorts the block's
+    points by class (None when unclassed) and ``bounds`` delimit the classes in it."""
+    out = []
+    for lo, hi in _blocks(n_points):
+        if hi - lo < _CLASSED_POINTS:
+            out.append((lo, hi, None, [0, hi - lo]))
+            continue
+        block = classes[lo:hi]
+        perm = np.argsort(block, kind="stable")
+        counts = np.bincount(block, minlength=N_CLASSES)
+        out.append((lo, hi, perm, np.concatenate([[0], np.cumsum(counts)]).tolist()))
+    return out
+
+
+def _encode_residual_streams(res, classes, level, stream_dtype):
+    """(N, T, D) residuals -> list of coded streams (see docs/format.md, chunk layout)."""
+    n, n_frames, d = res.shape
+    streams = []
+    for lo, hi in _blocks(n):
+        for c0, c1 in _components(d):
+            streams.append(entropy.encode_numbers(res[lo:hi, 0, c0:c1].astype(stream_dtype), level))
+    if n_frames < 2:
+        return streams
+    for lo, hi, perm, bounds in _rest_blocks(n, classes):
+        rb = res[lo:hi] if perm is None else np.take(res[lo:hi], perm, axis=0)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for c0, c1 in _components(d):
+                streams.append(entropy.encode_numbers(rb[a:b, 1:, c0:c1].astype(stream_dtype), level))
+    return streams
+
+
+def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where):
+    """Invert :func:`_encode_residual_streams` into a new (N, T, D) array of ``dtype``."""
+    n, n_frames, d = shape
+    res = np.empty(shape, dtype)
+    it = iter(streams)
+    expected = len(_blocks(n)) * len(_components(d))
+    rest = _rest_blocks(n, classes) if n_frames > 1 else []
+    expected += sum(len(b) - 1 for _, _, _, b in rest) * len(_components(d))
+    if len(streams) != expected:
+        raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
+    for lo, hi in _blocks(n):
+        for c0, c1 in _components(d):
+            vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
+            res[lo:hi, 0, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+    for lo, hi, perm, bounds in rest:
+        rb = res[lo:hi] if perm is None else np.empty((hi - lo, n_frames, d), dtype)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for c0, c1 in _components(d):
+                count = (b - a) * (n_frames - 1) * (c1 - c0)
+                vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
+                rb[a:b, 1:, c0:c1] = vals.reshape(b - a, n_frames - 1, c1 - c0)
+        if perm is not None:
+            res[lo + perm, 1:] = rb[:, 1:]
+    return res
+
+
+class BodybatchCodec:
+    """Space-time predictive codec for person tracks.
+
+    Parameters
+    ----------
+    quantization_mm : float
+        Grid step in millimetres for coordinates (uncertainties use the same step,
+        expressed in metres). Decoded values are exactly the grid values.
+    chunk_size : int
+        Rows per independently decodable chunk (random access granularity).
+    n_parents : int
+        Parents per point in the spatial hierarchy (m).
+    window : int
+        Frames over which the offset to the parents is averaged (K).
+    level : int
+        pcodec compression level (0..12).
+    """
+
+    codec_id = "bodybatch"
+    format_version = 1
+
+    def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=4, window=2, level=8):
+        self.quantization_mm = quantize.check_step(quantization_mm)
+        self.chunk_size = _int_option("chunk_size", chunk_size, 1, MAX_CHUNK_ROWS)
+        self.n_parents = _int_option("n_parents", n_parents, 1, 16)
+        self.window = _int_option("window", window, 1, 8)
+        self.level = _int_option("level", level, 0, 12)
+
+    # -- config (JSON-safe, numcodecs style) -------------------------------------------
+    def get_config(self):
+        return {
+            "id": self.codec_id,
+            "quantization_mm": self.quantization_mm,
+            "chunk_size": self.chunk_size,
+            "n_parents": self.n_parents,
+            "window": self.window,
+            "level": self.level,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.pop("id", cls.codec_id) != cls.codec_id:
+            raise TrackError(f"config is not for codec {cls.codec_id!r}")
+        config.pop("format_version", None)
+        try:
+            return cls(**config)
+        except TypeError as exc:
+            raise TrackError(f"bad options for codec 'bodybatch': {exc}") from None
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
+        return f"BodybatchCodec({args})"
+
+    def factors(self):
+        """Grid factors (values per grid step): coordinates in mm, uncertainties in m."""
+        return 1.0 / self.quantization_mm, 1000.0 / self.quantization_mm
+
+    # -- layout: what is derived once per track ------------------------------------------
+    def make_layout(self, first):
+        """Build the per-track layout from the first chunk (dict of (T, ...) arrays).
+
+        Returns a dict with, per point group, its point count, dims and structure.
+        """
+        layout = {}
+        factor, _ = self.factors()
+        for group, (coord, unc) in POINT_GROUPS.items():
+            if coord not in first:
+                continue
+            points = quantize.quantize(first[coord][0], factor, coord).astype(np.int64)
+            structure = build_structure(points, self.n_parents)
+            layout[group] = {
+                "n_points": int(points.shape[0]),
+                "n_dims": 3 + (unc in first),
+                "structure": structure,
+            }
+        return layout
+
+    @staticmethod
+    def layout_to_header(layout):
+        """Layout -> msgpack-ready map (structure as compact coded integer arrays)."""
+        out = {}
+        for group, g in layout.items():
+            curve, steps = structure_to_arrays(g["structure"])
+            out[group] = {
+                "n_points": g["n_points"],
+                "n_dims": g["n_dims"],
+                "n_parents": g["structure"].n_parents,
+                "curve": entropy.encode_numbers(curve, delta=True),
+                "steps": entropy.encode_numbers(steps),
+            }
+        return out
+
+    @staticmethod
+    def layout_from_header(header, where=""):
+        """Invert :meth:`layout_to_header`; raise FormatError on anything implausible."""
+        layout = {}
+        try:
+            for group, g in header.items():
+                if group not in POINT_GROUPS:
+                    raise FormatError(f"{where}unknown point group {group!r}")
+                n, d, m = int(g["n_points"]), int(g["n_dims"]), int(g["n_parents"])
+                if not (1 <= n <= MAX_POINTS and d in (3, 4) and 1 <= m <= 16):
+                    raise FormatError(f"{where}implausible {group} layout n={n} d={d} m={m}")
+                curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
+                steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
+                structure = structure_from_arrays(curve, steps, m)
+                layout[group] = {"n_points": n, "n_dims": d, "structure": structure}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"{where}malformed point layout ({exc!r})") from None
+        except ValueError as exc:
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"{where}{exc}") from None
+        return layout
+
+    # -- chunks -------------------------------------------------------------------------
+    def encode_chunk(self, chunk, layout):
+        """Encode one chunk.
+
+        Parameters
+        ----------
+        chunk : dict
+            ``vertices (T,V,3)`` mm, ``vertex_uncertainties (T,V)`` m, ``joints (T,J,3)``,
+            ``joint_uncertainties (T,J)``, ``boxes (T,B)``, ``camera`` (dict of (T,...)
+            arrays); validated by the caller.
+        layout : dict from :meth:`make_layout`
+
+        Returns
+        -------
+        encoded : dict
+            msgpack-ready map of bytes streams and small ints.
+        max_error_mm : float
+            Largest |decoded - input| over all quantized values, in mm.
+        """
+        factor, unc_factor = self.factors()
+        out = {"points": {}, "arrays": {}}
+        max_error = 0.0
+        for group, g in layout.items():
+            coord, unc = POINT_GROUPS[group]
+            q, err = quantize.quantize(chunk[coord], factor, coord, with_error=True)  # (T, N, 3)
+            max_error = max(max_error, err)
+            n_frames = q.shape[0]
+            x = np.empty((g["n_points"], n_frames, g["n_dims"]), np.int32)  # |q| <= 2**30
+            for dim in range(3):
+                x[:, :, dim] = q[:, :, dim].T
+            if g["n_dims"] == 4:
+                qu, err = quantize.quantize(chunk[unc], unc_factor, unc, with_error=True)
+                x[:, :, 3] = qu.T
+                max_error = max(max_error, 1000.0 * err)
+            max_abs = max(int(x.max()), -int(x.min())) if x.size else 0
+            res = predict.encode_residuals(x, g["structure"], self.window)
+            classes = activity_classes(res)
+            res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
+            stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
+            streams = _encode_residual_streams(res, classes, self.level, stream_dtype)
+            out["points"][group] = {
+                "max_abs": max_abs,
+                "classes": entropy.encode_numbers(classes.astype(np.uint16)),
+                "dtype": np.dtype(stream_dtype).name,
+                "streams": streams,
+            }
+        for name in ("boxes",):
+            if name in chunk:
+                out["arrays"][name] = _encode_array(chunk[name], self.level)
+        if "camera" in chunk:
+            out["camera"] = {k: _encode_array(v, self.level) for k, v in chunk["camera"].items()}
+        return out, max_error
+
+    def decode_chunk(self, encoded, layout, n_frames, where=""):
+        """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows.
+
+        Returns a dict of (T, ...) arrays (camera as a dict of arrays).
+        """
+        factor, unc_factor = self.factors()
+        out = {}
+        try:
+            points = encoded["points"]
+            for group, g in layout.items():
+                coord, unc = POINT_GROUPS[group]
+                entry = points[group]
+                max_abs = int(entry["max_abs"])
+                if not 0 <= max_abs <= predict.MAX_ABS_VALUE:
+                    raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
+                n, d = g["n_points"], g["n_dims"]
+                rdtype = predict.work_dtype(max_abs, g["structure"].n_parents, self.window)
+                classes = entropy.decode_numbers(entry["classes"], np.uint16, n, f"{where}{group} classes")
+                if classes.size and classes.max() >= N_CLASSES:
+                    raise FormatError(f"{where}{group}: invalid activity class")
+                stream_dtype = str(entry["dtype"])
+                if stream_dtype not in ("int16", "int32", "int64"):
+                    raise FormatError(f"{where}{group}: invalid residual dtype {stream_dtype!r}")
+                res = _decode_residual_streams(
+                    entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype,
+                    stream_dtype, f"{where}{group}: ",
+                )
+                x = predict.decode_residuals(res, g["structure"], self.window, max_abs)
+                if x.size and max(int(x.max()), -int(x.min())) > max_abs:
+                    raise FormatError(f"{where}{group}: decoded values exceed their bound")
+                # (N, T, D) -> (T, N, D), moving each point's D values as one unit.
+                unit = np.dtype(f"V{d * x.itemsize}")
+                xt = np.ascontiguousarray(x.view(unit).transpose(1, 0, 2)).view(x.dtype)
+                out[coord] = quantize.dequantize(xt[:, :, :3], factor, max_abs)
+                if d == 4:
+                    out[unc] = quantize.dequantize(xt[:, :, 3], unc_factor, max_abs)
+            for name, entry in encoded.get("arrays", {}).items():
+                out[name] = _decode_array(entry, n_frames, f"{where}{name}")
+            if "camera" in encoded:
+                out["camera"] = {
+                    k: _decode_array(v, n_frames, f"{where}camera.{k}")
+                    for k, v in encoded["camera"].items()
+                }
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"{where}malformed chunk ({exc!r})") from None
+        return out
+
+
+def _int_option(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise TrackError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+def _encode_array(a, level):
+    """Lossless (T, ...) array -> map; per-component time series for pcodec."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TrackError(f"cannot store array of dtype {a.dtype}")
+    series = np.moveaxis(a, 0, -1)
+    return {
+        "dtype": a.dtype.newbyteorder("<").str,
+        "shape": list(a.shape[1:]),
+        "data": entropy.encode_numbers(series.ravel(), level),
+    }
+
+
+def _decode_array(entry, n_frames, where):
+    dtype = np.dtype(str(entry["dtype"]))
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise FormatError(f"{where}: unsupported dtype {dtype}")
+    shape = [int(s) for s in entry["shape"]]
+    if len(shape) > 4 or any(s < 0 or s > MAX_POINTS for s in shape):
+        raise FormatError(f"{where}: implausible shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) * n_frames
+    vals = entropy.decode_numbers(entry["data"], dtype, count, where)
+    return np.moveaxis(vals.reshape(shape + [n_frames]), -1, 0).copy()

@@ -1,0 +1,94 @@
+"""Quantization onto a fixed grid, bit-compatible with bodycompress.
+
+Coordinates in millimetres are divided by the step (``factor = 1 / step_mm``);
+uncertainties in metres use ``factor = 1000 / step_mm``. Rounding is
+``np.round(x * factor)`` in float64 (half to even), exactly as bodycompress does,
+so both codecs put a value on the same grid point.
+"""
+
+import math
+
+import numpy as np
+
+from bodybatch.codec.predict import MAX_ABS_VALUE
+from bodybatch.errors import TrackError
+
+__all__ = ["quantize", "dequantize", "check_step"]
+
+
+def check_step(step_mm):
+    """Validate a quantization step in millimetres; return it as float."""
+    try:
+        step = float(step_mm)
+    except (TypeError, ValueError):
+        raise TrackError(f"quantization_mm must be a number, got {step_mm!r}") from None
+    if not (np.isfinite(step) and 1e-6 <= step <= 1e3):
+        raise TrackError(f"quantization_mm must be within [1e-6, 1000] mm, got {step_mm!r}")
+    return step
+
+
+def quantize(values, factor, name, with_error=False):
+    """Round ``values * factor`` (in float64, half to even) to grid indices.
+
+    Parameters
+    ----------
+    values : array of float
+    factor : float
+        Grid steps per unit (``1/step_mm`` for mm, ``1000/step_mm`` for m).
+    name : str
+        Field name for error messages.
+    with_error : bool
+        Also return the largest |grid value - input| in the input's unit.
+
+    Returns
+    -------
+    q : ndarray of float64 holding integers (callers cast to their int type)
+    error : float, when ``with_error``
+
+    Raises
+    ------
+    TrackError
+        For NaN/inf or values whose grid index exceeds ``MAX_ABS_VALUE`` (2**30).
+    """
+    scaled = np.multiply(values, factor, dtype=np.float64)
+    q = np.round(scaled)
+    if q.size:
+        lo, hi = float(q.min()), float(q.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            bad = np.argwhere(~np.isfinite(scaled))[0]
+            raise TrackError(f"'{name}' contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+        if max(hi, -lo) > MAX_ABS_VALUE:
+            raise TrackError(
+                f"'{name}' has values too large for the grid: |value| / step must stay below "
+                f"2**30 (got up to {max(hi, -lo) / factor:.6g}); check the units "
+                f"(millimetres for coordinates, metres for uncertainties) and quantization_mm"
+            )
+    if not with_error:
+        return q
+    if q.size == 0:
+        return q, 0.0
+    scaled -= q
+    return q, float(np.max(np.abs(scaled))) / factor
+
+
+def dequantize(q, factor, max_abs=None):
+    """Grid indices back to values: ``q / factor`` rounded to float32 when exactly
+    representable (|q| <= 2**24), else float64, matching bodycompress.
+
+    ``max_abs`` (a known bound on |q|) skips a pass over the data.
+    """
+    if max_abs is None:
+        max_abs = int(np.max(np.abs(q))) if q.size else 0
+    if max_abs > 2**24:
+        return q / factor
+    out = np.empty(q.shape, np.float32)
+    if q.ndim == 3 and not q.flags.c_contiguous:
+        for d in range(q.shape[2]):  # per component: much faster than a strided 3-D copy
+            out[:, :, d] = q[:, :, d]
+    else:
+        out[...] = q
+    if math.frexp(factor)[0] == 0.5:
+        out *= np.float32(1.0 / factor)  # factor = 2**k: exact, hence identical
+    else:
+        np.divide(q, factor, out=out, dtype=np.float64, casting="same_kind")
+    return out

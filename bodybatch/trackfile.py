@@ -1,0 +1,416 @@
+"""Track files: :func:`write_track`, :class:`TrackWriter`, :func:`open_track`.
+
+A track file holds one person over time. With the default ``bodybatch`` codec it is
+a container (docs/format.md) of independently decodable chunks, so reading row ``k``
+decodes at most one chunk. With ``codec="bodycompress"`` it is a file that
+``bodycompress.BodyDecompressor`` 0.3.0 reads (one frame dict per row).
+"""
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bodybatch._trackdata import Schema, normalize_block
+from bodybatch._version import __version__
+from bodybatch.codec import get_codec
+from bodybatch.errors import FormatError, TrackError
+
+__all__ = ["write_track", "open_track", "TrackWriter", "TrackReader", "TrackInfo"]
+
+
+@dataclass
+class TrackInfo:
+    """What a writer reports after committing a file.
+
+    ``raw_bytes`` is the float32 size of all stored arrays (4 bytes per value);
+    ``max_abs_error_mm`` the largest quantization error over coordinates (mm) and
+    uncertainties (converted to mm).
+    """
+
+    path: str
+    n_frames: int
+    first_frame: int
+    last_frame: int
+    bytes: int
+    raw_bytes: int
+    max_abs_error_mm: float
+    encode_seconds: float
+    codec: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self):
+        return self.raw_bytes / self.bytes if self.bytes else 0.0
+
+    def to_dict(self):
+        d = asdict(self)
+        d["ratio"] = round(self.ratio, 4)
+        return d
+
+
+class _ContainerBackend:
+    """Chunked bodybatch-codec writer behind :class:`TrackWriter`."""
+
+    def __init__(self, path, codec, metadata):
+        from bodybatch.container import ContainerWriter
+
+        self.codec = codec
+        self.metadata = metadata
+        self.writer = ContainerWriter(path)
+        self.layout = None
+        self.pending = []
+        self.pending_rows = 0
+        self.max_error = 0.0
+
+    def _header(self):
+        return {
+            "format": "bodybatch-track",
+            "created_by": f"bodybatch {__version__}",
+            "codec": self.codec.get_config(),
+            "layout": self.codec.layout_to_header(self.layout),
+            "metadata": self.metadata,
+        }
+
+    def write(self, block, n_rows):
+        self.pending.append(block)
+        self.pending_rows += n_rows
+        while self.pending_rows >= self.codec.chunk_size:
+            self._flush(self.codec.chunk_size)
+
+    def _flush(self, n_rows):
+        merged = _concat_blocks(self.pending)
+        chunk = _slice_block(merged, 0, n_rows)
+        rest = _slice_block(merged, n_rows, None)
+        self.pending = [rest] if self.pending_rows > n_rows else []
+        self.pending_rows -= n_rows
+        if self.layout is None:
+            self.layout = self.codec.make_layout(chunk)
+            self.writer.write_header(self._header())
+        encoded, err = self.codec.encode_chunk(chunk, self.layout)
+        self.max_error = max(self.max_error, err)
+        self.writer.write_chunk(encoded, n_rows)
+
+    def commit(self, frame_index, schema):
+        from bodybatch.codec.entropy import encode_numbers
+
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+        if self.layout is None:
+            self.layout = {}
+            self.writer.write_header(self._header())
+        index = {
+            "n_frames": len(frame_index),
+            "frame_index": encode_numbers(frame_index, delta=True),
+            "fields": schema.fields if schema else [],
+        }
+        return self.writer.commit(index)
+
+    def abort(self):
+        self.writer.abort()
+
+
+class TrackWriter:
+    """Write one person track row by row (memory bounded by one chunk).
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (conventionally ``.xz``). It appears only when :meth:`close`
+        succeeds; until then data goes to a temporary file next to it.
+    metadata : dict, optional
+        Stored in the file header (JSON/msgpack-safe values and numeric arrays).
+    codec : str, dict or codec object
+        ``"bodybatch"`` (default) or ``"bodycompress"``.
+    **codec_options
+        e.g. ``quantization_mm=0.5``, ``chunk_size=64``.
+
+    Examples
+    --------
+    >>> with TrackWriter("p0.xz", {"video": "a.mp4"}) as w:   # doctest: +SKIP
+    ...     for t, frame in enumerate(frames):
+    ...         w.append(frame_index=t, vertices=frame["vertices"][0])
+    """
+
+    def __init__(self, path, metadata=None, *, codec="bodybatch", **codec_options):
+        self.codec = get_codec(codec, **codec_options)
+        self.path = Path(path)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TrackError(f"metadata must be a dict, got {type(metadata).__name__}")
+        self.metadata = metadata
+        self._schema = None
+        self._frames = []
+        self._n_rows = 0
+        self._seconds = 0.0
+        self._closed = False
+        self.info = None
+        if self.codec.codec_id == "bodybatch":
+            self._backend = _ContainerBackend(self.path, self.codec, metadata)
+        else:
+            from bodybatch._compat_file import CompatTrackWriter
+
+            self._backend = CompatTrackWriter(self.path, self.codec, metadata)
+
+    def append(self, frame=None, **fields):
+        """Append one row: a frame dict and/or keyword fields with per-row shapes
+        (``vertices (V,3)``, ``frame_index`` int, ``camera`` dict or object, ...)."""
+        row = dict(frame or {}, **fields)
+        block = {}
+        for k, v in row.items():
+            if k == "camera":
+                block[k] = [v]
+            elif v is not None:
+                block[k] = np.asarray(v)[None]
+        self.extend(block)
+
+    def extend(self, track):
+        """Append many rows given as a dict of stacked ``(T, ...)`` arrays."""
+        if self._closed:
+            raise TrackError(f"{self.path}: writer is closed")
+        start = time.perf_counter()
+        try:
+            block, n_rows = normalize_block(track, f"{self.path}: ")
+            if n_rows == 0:
+                return
+            if self._schema is None:
+                self._schema = Schema(block)
+            else:
+                self._schema.check(block, self._n_rows, f"{self.path}: ")
+            fi = block.pop("frame_index", None)
+            if fi is None:
+                nxt = self._frames[-1][-1] + 1 if self._frames else 0
+                fi = np.arange(nxt, nxt + n_rows, dtype=np.int64)
+            prev = self._frames[-1][-1] if self._frames else -1
+            if fi[0] <= prev or np.any(np.diff(fi) <= 0) or fi[0] < 0:
+                raise TrackError(
+                    f"{self.path}: frame_index must be non-negative and strictly increasing "
+                    f"(row {self._n_rows} has {int(fi[0])} after {int(prev)})"
+                )
+            self._backend.write(block, n_rows)
+        except BaseException:
+            self.abort()
+            raise
+        self._frames.append(fi)
+        self._n_rows += n_rows
+        self._seconds += time.perf_counter() - start
+
+    def __len__(self):
+        return self._n_rows
+
+    def close(self):
+        """Finish the file and rename it into place; returns :class:`TrackInfo`."""
+        if self._closed:
+            return self.info
+        start = time.perf_counter()
+        frame_index = np.concatenate(self._frames) if self._frames else np.zeros(0, np.int64)
+        try:
+            size = self._backend.commit(frame_index, self._schema)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._seconds += time.perf_counter() - start
+        raw = self._schema.raw_bytes_per_row() * self._n_rows if self._schema else 0
+        self.info = TrackInfo(
+            path=str(self.path),
+            n_frames=self._n_rows,
+            first_frame=int(frame_index[0]) if len(frame_index) else -1,
+            last_frame=int(frame_index[-1]) if len(frame_index) else -1,
+            bytes=int(size),
+            raw_bytes=int(raw),
+            max_abs_error_mm=float(getattr(self._backend, "max_error", 0.0)),
+            encode_seconds=round(self._seconds, 6),
+            codec=self.codec.get_config(),
+        )
+        return self.info
+
+    def abort(self):
+        """Discard everything written so far (no file appears at ``path``)."""
+        if not self._closed:
+            self._closed = True
+            self._backend.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_track(path, track, metadata=None, **codec_options):
+    """Encode one person track into one file.
+
+    Parameters
+    ----------
+    path : path-like
+    track : dict
+        ``vertices (T,V,3)`` mm, ``joints (T,J,3)`` mm, ``vertex_uncertainties (T,V)`` m,
+        ``joint_uncertainties (T,J)`` m, ``boxes (T,5)``, ``camera``, ``frame_index (T,)``.
+    metadata : dict, optional
+    **codec_options
+        ``codec="bodybatch"|"bodycompress"``, ``quantization_mm``, ``chunk_size``, ...
+
+    Returns
+    -------
+    TrackInfo
+    """
+    with TrackWriter(path, metadata, **codec_options) as writer:
+        writer.extend(track)
+    return writer.info
+
+
+def open_track(path, *, decode_camera=False):
+    """Open a track file written by :func:`write_track` (either codec).
+
+    Returns
+    -------
+    TrackReader
+    """
+    from bodybatch.container import is_container
+
+    if is_container(path):
+        return TrackReader(path, decode_camera=decode_camera)
+    from bodybatch._compat_file import CompatTrackReader
+
+    return CompatTrackReader(path, decode_camera=decode_camera)
+
+
+class TrackReader:
+    """Random access to the rows of a bodybatch track file.
+
+    ``len(reader)`` rows; ``reader[k]`` a frame dict; ``reader[a:b]`` a dict of stacked
+    arrays; iteration yields frame dicts; :meth:`to_arrays` returns all rows stacked.
+    Frame dicts hold ``vertices (V,3)`` float32 mm, ``joints (J,3)`` mm,
+    ``vertex_uncertainties (V,)`` m, ``joint_uncertainties (J,)`` m, ``boxes``,
+    ``camera`` (dict, or camera object with ``decode_camera=True``) and ``frame_index``.
+    """
+
+    def __init__(self, path, decode_camera=False):
+        from bodybatch.codec.bodybatch_codec import BodybatchCodec
+        from bodybatch.codec.entropy import decode_numbers
+        from bodybatch.container import ContainerReader
+
+        self.path = Path(path)
+        self.decode_camera = decode_camera
+        self._reader = ContainerReader(path)
+        try:
+            header = self._reader.header
+            where = f"{self.path}: "
+            config = header.get("codec")
+            if not isinstance(config, dict) or config.get("id") != "bodybatch":
+                raise FormatError(f"{where}unknown codec {config!r}")
+            try:
+                self._codec = BodybatchCodec.from_config(config)
+            except TrackError as exc:
+                raise FormatError(f"{where}{exc}") from None
+            self._layout = self._codec.layout_from_header(header.get("layout") or {}, where)
+            self.metadata = header.get("metadata")
+            index = self._reader.index
+            self.frame_index = decode_numbers(
+                index.get("frame_index", b""), np.int64, index["n_frames"], f"{where}frame index"
+            )
+            self.frame_index.setflags(write=False)
+            rows = [n for _, n in index["chunks"]]
+            self._starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        except BaseException:
+            self._reader.close()
+            raise
+        self._cache = (None, None)
+
+    @property
+    def codec(self):
+        """The codec config the file was written with."""
+        return self._codec.get_config()
+
+    @property
+    def header(self):
+        return self._reader.header
+
+    def __len__(self):
+        return len(self.frame_index)
+
+    def _chunk(self, i):
+        if self._cache[0] != i:
+            n_rows = int(self._starts[i + 1] - self._starts[i])
+            payload = self._reader.read_chunk(i)
+            arrays = self._codec.decode_chunk(payload, self._layout, n_rows, f"{self.path}: chunk {i}: ")
+            arrays["frame_index"] = self.frame_index[self._starts[i] : self._starts[i + 1]]
+            self._cache = (i, arrays)
+        return self._cache[1]
+
+    def _row(self, arrays, j):
+        out = {}
+        for k, v in arrays.items():
+            out[k] = {ck: cv[j] for ck, cv in v.items()} if k == "camera" else v[j]
+        out["frame_index"] = int(out["frame_index"])
+        if self.decode_camera and "camera" in out:
+            from bodybatch.cameras import dict_to_camera
+
+            out["camera"] = dict_to_camera(out["camera"])
+        return out
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._rows(range(*key.indices(len(self))))
+        try:
+            k = int(np.asarray(key).item()) if not isinstance(key, int) else key
+        except (TypeError, ValueError):
+            raise TypeError(f"track rows are indexed by int or slice, not {type(key).__name__}") from None
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(f"row {key} out of range for a track of {len(self)} rows")
+        i = int(np.searchsorted(self._starts, k, side="right") - 1)
+        return self._row(self._chunk(i), k - int(self._starts[i]))
+
+    def _rows(self, rows):
+        rows = np.asarray(rows, np.int64)
+        parts = []
+        if len(rows):
+            chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
+            for i in np.unique(chunk_of):
+                sel = rows[chunk_of == i] - self._starts[i]
+                parts.append(_slice_block(self._chunk(int(i)), sel))
+        return _concat_blocks(parts) if parts else {}
+
+    def __iter__(self):
+        for i in range(len(self._starts) - 1):
+            arrays = self._chunk(i)
+            for j in range(int(self._starts[i + 1] - self._starts[i])):
+                yield self._row(arrays, j)
+
+    def to_arrays(self):
+        """All rows as a dict of stacked arrays (camera: dict of stacked arrays)."""
+        return self._rows(range(len(self)))
+
+    def close(self):
+        self._reader.close()
+        self._cache = (None, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _slice_block(block, start, stop=None):
+    """Rows of a dict of arrays (camera nested): a slice ``start:stop`` or, when
+    ``start`` is an index array, those rows."""
+    sel = start if stop is None and not isinstance(start, (int, np.integer)) else slice(start, stop)
+    return {k: ({ck: cv[sel] for ck, cv in v.items()} if k == "camera" else v[sel]) for k, v in block.items()}
+
+
+def _concat_blocks(blocks):
+    if len(blocks) == 1:
+        return blocks[0]
+    out = {}
+    for k, v in blocks[0].items():
+        if k == "camera":
+            out[k] = {ck: np.concatenate([b[k][ck] for b in blocks]) for ck in v}
+        else:
+            out[k] = np.concatenate([b[k] for b in blocks])
+    return out
