@@ -72,7 +72,7 @@ class _ContainerBackend:
             "metadata": self.metadata,
         }
 
-    def write(self, block, n_rows):
+    def write(self, block, n_rows, frame_index):
         self.pending.append(block)
         self.pending_rows += n_rows
         while self.pending_rows >= self.codec.chunk_size:
@@ -186,7 +186,7 @@ class TrackWriter:
                     f"{self.path}: frame_index must be non-negative and strictly increasing "
                     f"(row {self._n_rows} has {int(fi[0])} after {int(prev)})"
                 )
-            self._backend.write(block, n_rows)
+            self._backend.write(block, n_rows, fi)
         except BaseException:
             self.abort()
             raise
