@@ -269,13 +269,19 @@ def open_track(path, *, decode_camera=False):
     -------
     TrackReader
     """
-    from bodybatch.container import is_container
+    from bodybatch.container import MAGIC
 
-    if is_container(path):
+    with open(path, "rb") as f:
+        start = f.read(8)
+    if start.startswith(MAGIC):
         return TrackReader(path, decode_camera=decode_camera)
-    from bodybatch._compat_file import CompatTrackReader
+    if start.startswith((b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")):
+        from bodybatch._compat_file import CompatTrackReader
 
-    return CompatTrackReader(path, decode_camera=decode_camera)
+        return CompatTrackReader(path, decode_camera=decode_camera)
+    if not start:
+        raise FormatError(f"{path}: empty file")
+    raise FormatError(f"{path}: not a track file (unknown magic {start[:8]!r})")
 
 
 class TrackReader:
@@ -374,7 +380,11 @@ class TrackReader:
             for i in np.unique(chunk_of):
                 sel = rows[chunk_of == i] - self._starts[i]
                 parts.append(_slice_block(self._chunk(int(i)), sel))
-        return _concat_blocks(parts) if parts else {}
+        if not parts:
+            if len(self._starts) < 2:
+                return {"frame_index": np.zeros(0, np.int64)}
+            return _slice_block(self._chunk(0), np.zeros(0, np.int64))
+        return _concat_blocks(parts)
 
     def __iter__(self):
         for i in range(len(self._starts) - 1):

@@ -1,0 +1,80 @@
+"""Shared helpers of the benchmark scripts: person tracks cut from prediction files
+by their ground-truth ids, and synthetic data from ../shared/bench/synth.py."""
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
+
+
+def gt_tracks(path, min_length=2):
+    """Yield (name, track dict) per true person of a prediction file (``NAME.gt.npz``
+    beside it gives the person id of every detection, -1 for spurious ones)."""
+    import bodybatch
+
+    gt = np.load(str(path).replace(".xz", ".gt.npz"))
+    ids, counts = gt["ids"], gt["counts"]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    rows = {}
+    for t, frame in enumerate(bodybatch.read_predictions(path)):
+        for j, pid in enumerate(ids[offsets[t] : offsets[t + 1]]):
+            if pid < 0:
+                continue
+            row = {k: np.asarray(frame[k][j]) for k in FIELDS if k in frame}
+            row["camera"] = frame.get("camera")
+            row["frame_index"] = t
+            rows.setdefault(int(pid), []).append(row)
+    for pid, person in sorted(rows.items()):
+        if len(person) < min_length:
+            continue
+        track = {k: np.stack([r[k] for r in person]) for k in FIELDS if k in person[0]}
+        track["frame_index"] = np.array([r["frame_index"] for r in person])
+        if person[0]["camera"] is not None:
+            track["camera"] = [r["camera"] for r in person]
+        yield f"{Path(path).stem}/p{pid}", track
+
+
+def synth_dataset(out_dir, videos, frames, people, seed=0, compression="zstd"):
+    """Generate (once) a synthetic dataset with shared/bench/synth.py; return its files."""
+    out_dir = Path(out_dir)
+    files = sorted(glob.glob(str(out_dir / "*.xz")))
+    if len(files) >= videos:
+        return files[:videos]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, str(SHARED / "bench" / "synth.py"), str(out_dir),
+        "--videos", str(videos), "--seed", str(seed),
+        "--frames", str(frames[0]), str(frames[1]),
+        "--people", str(people[0]), str(people[1]),
+        "--compression", compression,
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return sorted(glob.glob(str(out_dir / "*.xz")))[:videos]
+
+
+def raw_float32_bytes(track):
+    """Size of the track's arrays as float32 (the 'raw' reference)."""
+    n = sum(np.asarray(track[k]).size for k in FIELDS if k in track)
+    return 4 * n
+
+
+def max_abs_error(decoded, track):
+    """Largest |decoded - input| over coordinates (mm) and uncertainties (in mm)."""
+    err = 0.0
+    for k, scale in (("vertices", 1), ("joints", 1), ("vertex_uncertainties", 1000), ("joint_uncertainties", 1000)):
+        if k in track:
+            a = np.asarray(decoded[k], np.float64)
+            b = np.asarray(track[k], np.float64)
+            err = max(err, float(np.max(np.abs(a - b))) * scale)
+    return err
+
+
+def cpu_env_note():
+    return f"python {sys.version.split()[0]}, {os.cpu_count()} cores"

@@ -1,0 +1,88 @@
+"""Test helpers shared by the test modules (imported, not collected)."""
+
+import numpy as np
+
+import bodybatch
+
+FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
+
+
+def gt_tracks(path, min_length=2, max_frames=None):
+    """{person id: track dict} cut from a prediction file by its ground-truth ids."""
+    gt = np.load(str(path).replace(".xz", ".gt.npz"))
+    ids, counts = gt["ids"], gt["counts"]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    rows = {}
+    for t, frame in enumerate(bodybatch.read_predictions(path)):
+        if max_frames is not None and t >= max_frames:
+            break
+        for j, pid in enumerate(ids[offsets[t] : offsets[t + 1]]):
+            if pid < 0:
+                continue
+            row = {k: np.array(frame[k][j]) for k in FIELDS if k in frame}
+            row["camera"] = frame.get("camera")
+            row["frame_index"] = t
+            rows.setdefault(int(pid), []).append(row)
+    out = {}
+    for pid, person in sorted(rows.items()):
+        if len(person) < min_length:
+            continue
+        track = {k: np.stack([r[k] for r in person]) for k in FIELDS if k in person[0]}
+        track["frame_index"] = np.array([r["frame_index"] for r in person])
+        track["camera"] = [r["camera"] for r in person]
+        out[pid] = track
+    return out
+
+
+def grid(values, step_mm, unit_scale=1.0):
+    """The grid values bodybatch must decode to: round(x * factor) / factor, float32."""
+    factor = unit_scale / step_mm
+    return (np.round(np.multiply(values, factor, dtype=np.float64)) / factor).astype(np.float32)
+
+
+def check_track_roundtrip(path, track, metadata=None, **options):
+    """Write ``track`` with ``options``, read it back every way and check it.
+
+    Shared by every codec (numcodecs style): coordinates decode exactly to the grid
+    (|error| <= step/2), boxes, cameras and frame indices losslessly, metadata as
+    given; random access, slices and iteration agree with ``to_arrays``.
+    Returns the reader's arrays and the writer's TrackInfo.
+    """
+    step = options.get("quantization_mm", 0.5)
+    info = bodybatch.write_track(path, track, metadata, **options)
+    n = len(track["vertices"] if "vertices" in track else track["joints"])
+    assert info.n_frames == n
+    with bodybatch.open_track(path) as reader:
+        assert len(reader) == n
+        arrays = reader.to_arrays()
+        if metadata is not None:
+            assert reader.metadata == metadata
+        expected_fi = track.get("frame_index", np.arange(n))
+        np.testing.assert_array_equal(reader.frame_index, expected_fi)
+        for name, scale in (("vertices", 1), ("joints", 1), ("vertex_uncertainties", 1000), ("joint_uncertainties", 1000)):
+            if name not in track:
+                continue
+            got = arrays[name]
+            assert got.dtype == np.float32 and got.shape == np.shape(track[name])
+            np.testing.assert_array_equal(got, grid(track[name], step, scale))
+            err = np.max(np.abs(got.astype(np.float64) - track[name])) * scale
+            assert err <= step / 2 + 1e-3 * (scale > 1), (name, err)
+        if "boxes" in track:
+            np.testing.assert_array_equal(arrays["boxes"], track["boxes"])
+        if track.get("camera") is not None:
+            cams = track["camera"]
+            first = cams[0] if isinstance(cams, list) else cams
+            for key, value in first.items():
+                np.testing.assert_array_equal(arrays["camera"][key][0], value)
+        # Random access and slicing agree with to_arrays.
+        key = "vertices" if "vertices" in track else "joints"
+        for k in sorted({0, n // 2, n - 1, -1}):
+            row = reader[k]
+            np.testing.assert_array_equal(row[key], arrays[key][k])
+            assert row["frame_index"] == int(expected_fi[k])
+        part = reader[1 : n - 1 : 2]
+        np.testing.assert_array_equal(part[key], arrays[key][1 : n - 1 : 2])
+        rows = list(reader)
+        assert len(rows) == n
+        np.testing.assert_array_equal(rows[-1][key], arrays[key][-1])
+    return arrays, info

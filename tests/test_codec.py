@@ -1,0 +1,221 @@
+"""The bodybatch track codec and container on real corpus tracks and edge cases."""
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import bodybatch
+from bodybatch.codec import get_codec
+from bodybatch.codec.predict import decode_residuals, encode_residuals
+from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
+from bodybatch.errors import FormatError, TrackError
+
+from _helpers import check_track_roundtrip, gt_tracks
+
+
+@pytest.fixture(scope="session")
+def corpus_tracks(corpus_dir):
+    """Person tracks (first 40 frames) of a real 3-person xz file and a zstd file."""
+    tracks = {}
+    for name in ("nlf_xz_0000", "nlf_zstd_0000"):
+        for pid, track in gt_tracks(corpus_dir / f"{name}.xz", min_length=5, max_frames=40).items():
+            tracks[f"{name}/p{pid}"] = track
+    assert len(tracks) >= 4
+    return tracks
+
+
+@pytest.fixture(scope="session")
+def track(corpus_tracks):
+    return corpus_tracks["nlf_xz_0000/p0"]
+
+
+CODEC_OPTIONS = [
+    {},
+    {"quantization_mm": 1.0},
+    {"quantization_mm": 0.1},
+    {"chunk_size": 7, "window": 1},
+    {"chunk_size": 16, "window": 3, "n_parents": 1},
+    {"n_parents": 6, "level": 2},
+    {"codec": "bodycompress"},
+    {"codec": "bodycompress", "compression": "zstd", "quantization_mm": 1.0},
+]
+
+
+@pytest.mark.parametrize("options", CODEC_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_roundtrip_every_codec(tmp_path, track, options):
+    meta = {"video": "clip.mp4", "fps": 30.0, "nested": {"ids": [1, 2]}}
+    check_track_roundtrip(tmp_path / "t.xz", track, meta, **options)
+
+
+def test_roundtrip_all_corpus_tracks(tmp_path, corpus_tracks):
+    for name, track in corpus_tracks.items():
+        check_track_roundtrip(tmp_path / "t.xz", track, {"name": name})
+
+
+def test_smaller_than_bodycompress_layout(tmp_path, track):
+    """The default codec must beat the bodycompress layout on the same grid; the
+    benchmark script measures against bodycompress itself."""
+    a = bodybatch.write_track(tmp_path / "a.xz", track)
+    b = bodybatch.write_track(tmp_path / "b.xz", track, codec="bodycompress")
+    assert a.bytes * 1.5 < b.bytes
+    assert a.ratio > 10
+
+
+def test_single_frame_and_tiny_tracks(tmp_path):
+    rng = np.random.default_rng(0)
+    for n_frames, n_points in [(1, 1), (1, 5), (2, 1), (3, 2), (5, 3), (9, 30)]:
+        track = {
+            "vertices": rng.normal(0, 300, (n_frames, n_points, 3)).astype(np.float32),
+            "vertex_uncertainties": rng.uniform(0.01, 0.1, (n_frames, n_points)).astype(np.float32),
+        }
+        check_track_roundtrip(tmp_path / "t.xz", track, chunk_size=2)
+
+
+def test_joints_only_and_no_extras(tmp_path, track):
+    check_track_roundtrip(tmp_path / "j.xz", {"joints": track["joints"]})
+    check_track_roundtrip(tmp_path / "v.xz", {"vertices": track["vertices"][:10]})
+
+
+def test_streaming_writer_equals_whole_track(tmp_path, track):
+    info = bodybatch.write_track(tmp_path / "whole.xz", track, {"m": 1}, chunk_size=8)
+    with bodybatch.TrackWriter(tmp_path / "rows.xz", {"m": 1}, chunk_size=8) as w:
+        for i in range(len(track["vertices"])):
+            w.append({k: (v[i] if k != "camera" else v[i]) for k, v in track.items()})
+    assert (tmp_path / "whole.xz").read_bytes() == (tmp_path / "rows.xz").read_bytes()
+    assert w.info.bytes == info.bytes
+
+
+def test_deterministic_bytes(tmp_path, track):
+    bodybatch.write_track(tmp_path / "a.xz", track)
+    bodybatch.write_track(tmp_path / "b.xz", track)
+    assert (tmp_path / "a.xz").read_bytes() == (tmp_path / "b.xz").read_bytes()
+
+
+def test_random_access_decodes_one_chunk(tmp_path, track, monkeypatch):
+    from bodybatch.container import ContainerReader
+
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=8)
+    calls = []
+    original = ContainerReader.read_chunk
+    monkeypatch.setattr(ContainerReader, "read_chunk", lambda self, i: calls.append(i) or original(self, i))
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        row = reader[len(reader) - 3]
+    assert calls == [(len(track["vertices"]) - 3) // 8]
+    assert row["vertices"].shape == track["vertices"].shape[1:]
+
+
+def test_integer_predictor_is_exact_and_integer_only():
+    rng = np.random.default_rng(1)
+    for n, t, d in [(1, 4, 3), (7, 1, 4), (300, 9, 4), (2000, 6, 3)]:
+        x = rng.integers(-2**20, 2**20, (n, t, d))
+        for m, k in [(1, 1), (4, 2), (3, 3)]:
+            s = build_structure(x[:, 0, :3], m)
+            s2 = structure_from_arrays(*structure_to_arrays(s), m)
+            np.testing.assert_array_equal(s.parents, s2.parents)
+            res = encode_residuals(x, s, k)
+            assert res.dtype.kind == "i"
+            out = decode_residuals(res, s2, k, int(np.abs(x).max()))
+            np.testing.assert_array_equal(out, x)
+
+
+def test_codec_config_roundtrip():
+    for name in ("bodybatch", "bodycompress"):
+        codec = get_codec(name)
+        config = codec.get_config()
+        assert config["id"] == name
+        import json
+
+        again = get_codec(json.loads(json.dumps(config)))
+        assert again.get_config() == config
+    with pytest.raises(TrackError, match="allowed: bodybatch, bodycompress"):
+        get_codec("gzip")
+    with pytest.raises(TrackError, match="chunk_size"):
+        get_codec("bodybatch", chunk_size=0)
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda t: t["vertices"].__setitem__((3, 10, 1), np.nan), "NaN or inf"),
+        (lambda t: t["vertex_uncertainties"].__setitem__((0, 0), np.inf), "NaN or inf"),
+        (lambda t: t["vertices"].__setitem__((2, 0, 0), 1e12), "too large"),
+        (lambda t: t.__setitem__("vertices", t["vertices"][:, :, :2]), "shape"),
+        (lambda t: t.__setitem__("joints", t["joints"][:-1]), "rows"),
+        (lambda t: t.__setitem__("vertex_uncertainties", t["vertex_uncertainties"][:, :-1]), "points"),
+        (lambda t: t.__setitem__("frame_index", t["frame_index"][::-1].copy()), "strictly increasing"),
+        (lambda t: t.__setitem__("vertices", t["vertices"].astype(object)), "dtype"),
+        (lambda t: t.__setitem__("colour", np.zeros(3)), "unknown track fields"),
+        (lambda t: t.__setitem__("camera", {"loc": np.zeros(3)}), "missing"),
+    ],
+)
+def test_bad_track_input_is_rejected_and_leaves_no_file(tmp_path, track, mutate, match):
+    bad = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in track.items()}
+    mutate(bad)
+    with pytest.raises(TrackError, match=match):
+        bodybatch.write_track(tmp_path / "bad.xz", bad)
+    assert os.listdir(tmp_path) == []
+
+
+def test_vertex_count_change_mid_track(tmp_path, track):
+    w = bodybatch.TrackWriter(tmp_path / "t.xz")
+    w.append(vertices=track["vertices"][0])
+    with pytest.raises(TrackError, match="point counts cannot change"):
+        w.append(vertices=track["vertices"][1][:-5])
+    assert os.listdir(tmp_path) == []
+
+
+# -- corrupt files ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def good_file(tmp_path, track):
+    path = tmp_path / "good.xz"
+    bodybatch.write_track(path, track, chunk_size=8)
+    return path
+
+
+def _read_all(path):
+    with bodybatch.open_track(path) as r:
+        return r.to_arrays()
+
+
+def test_flipped_byte_anywhere_is_detected(good_file):
+    data = bytearray(good_file.read_bytes())
+    rng = np.random.default_rng(0)
+    for pos in list(rng.integers(0, len(data), 40)) + [0, 9, 20, len(data) - 1, len(data) - 20]:
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        good_file.write_bytes(bytes(bad))
+        with pytest.raises(FormatError) as info:
+            _read_all(good_file)
+        assert str(good_file) in str(info.value)
+
+
+def test_truncated_file_is_detected(good_file):
+    data = good_file.read_bytes()
+    for cut in (0, 5, 30, len(data) // 2, len(data) - 1):
+        good_file.write_bytes(data[:cut])
+        with pytest.raises(FormatError, match="good.xz"):
+            _read_all(good_file)
+
+
+def test_future_version_and_absurd_header(good_file):
+    data = bytearray(good_file.read_bytes())
+    future = bytearray(data)
+    future[8:10] = struct.pack("<H", 9)
+    good_file.write_bytes(bytes(future))
+    with pytest.raises(FormatError, match="version 9"):
+        _read_all(good_file)
+    huge = bytearray(data)
+    huge[12:16] = struct.pack("<I", 2**31)
+    good_file.write_bytes(bytes(huge))
+    with pytest.raises(FormatError, match="header length"):
+        _read_all(good_file)
+    good_file.write_bytes(b"")
+    with pytest.raises(FormatError, match="empty"):
+        _read_all(good_file)
