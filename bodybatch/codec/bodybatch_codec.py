@@ -149,7 +149,7 @@ class BodybatchCodec:
     codec_id = "bodybatch"
     format_version = 1
 
-    def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=4, window=2, level=8):
+    def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8):
         self.quantization_mm = quantize.check_step(quantization_mm)
         self.chunk_size = _int_option("chunk_size", chunk_size, 1, MAX_CHUNK_ROWS)
         self.n_parents = _int_option("n_parents", n_parents, 1, 16)

@@ -16,6 +16,7 @@ Stored form: the curve, and per parent its curve-rank distance divided by the
 level's sampling stride (small numbers for nearby points).
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,34 +78,36 @@ def bit_reversed_positions(n):
 def hilbert_codes(points, bits):
     """Hilbert curve index of (N, 3) non-negative ints below ``2**bits`` (Skilling's
     transpose algorithm, vectorized)."""
-    x = points.astype(np.int64).copy()
+    x0, x1, x2 = (points[:, i].astype(np.int64) for i in range(3))
+    xs = [x0, x1, x2]
     q = 1 << (bits - 1)
     while q > 1:
         p = q - 1
         for i in range(3):
-            high = (x[:, i] & q) != 0
-            x[high, 0] ^= p
-            low = ~high
-            t = (x[low, 0] ^ x[low, i]) & p
-            x[low, 0] ^= t
-            x[low, i] ^= t
+            high = (xs[i] & q) != 0
+            if i == 0:
+                xs[0] = np.where(high, xs[0] ^ p, xs[0])
+                continue
+            swap = np.where(high, 0, (xs[0] ^ xs[i]) & p)
+            xs[0] = np.where(high, xs[0] ^ p, xs[0] ^ swap)
+            xs[i] = xs[i] ^ swap
         q >>= 1
-    x[:, 1] ^= x[:, 0]
-    x[:, 2] ^= x[:, 1]
-    t = np.zeros(len(x), np.int64)
+    xs[1] ^= xs[0]
+    xs[2] ^= xs[1]
+    t = np.zeros_like(xs[2])
     q = 1 << (bits - 1)
     while q > 1:
-        t[(x[:, 2] & q) != 0] ^= q - 1
+        t ^= np.where((xs[2] & q) != 0, q - 1, 0)
         q >>= 1
-    x ^= t[:, None]
-    code = np.zeros(len(x), np.int64)
+    code = np.zeros_like(t)
+    xs = [x ^ t for x in xs]
     for b in range(bits - 1, -1, -1):
-        for i in range(3):
-            code = (code << 1) | ((x[:, i] >> b) & 1)
+        for x in xs:
+            code = (code << 1) | ((x >> b) & 1)
     return code
 
 
-def build_structure(points, n_parents=4):
+def build_structure(points, n_parents=3, n_candidates=8):
     """Derive a vertex structure from one frame of integer grid points.
 
     Parameters
@@ -113,25 +116,45 @@ def build_structure(points, n_parents=4):
         Quantized coordinates of one frame.
     n_parents : int
         Parents per point (m); several parents average out per-vertex noise.
+    n_candidates : int
+        The parents are the m of the point's ``n_candidates`` nearest coarser points
+        whose centroid lies closest to it: a point surrounded by its parents is
+        predicted by interpolation, not extrapolation (about 10% fewer bits than
+        plain nearest neighbours on body meshes).
     """
     from scipy.spatial import cKDTree
 
     points = np.asarray(points, np.int64)
     n = len(points)
     shifted = points - points.min(axis=0)
-    span = int(shifted.max()) if n else 0
-    shift = max(0, span.bit_length() - 20)
-    curve = np.argsort(hilbert_codes(shifted >> shift, 20), kind="stable").astype(np.int32)
+    bits = min(20, max(1, int(shifted.max()).bit_length() if n else 1))
+    shift = max(0, (int(shifted.max()) if n else 0).bit_length() - bits)
+    curve = np.argsort(hilbert_codes(shifted >> shift, bits), kind="stable").astype(np.int32)
     order = curve[bit_reversed_positions(n)]
     pos = points[order].astype(np.float64)
+    # Exact integer geometry: parent choice does not depend on float rounding.
+    grid = (points[order] - points.min(axis=0)).astype(np.int64)
     parents = np.full((n, n_parents), n, np.int32)
+    combos = np.array(list(itertools.combinations(range(n_candidates), n_parents)))
     for lo, hi in level_bounds(n):
         if lo == 0:
             continue
-        k = min(n_parents, lo)
+        k = min(max(n_parents, n_candidates), lo)
         _, nearest = cKDTree(pos[:lo]).query(pos[lo:hi], k=k)
         nearest = np.asarray(nearest).reshape(hi - lo, k)
-        parents[lo:hi] = nearest[:, np.arange(n_parents) % k]
+        if k < n_candidates or n_parents >= n_candidates:
+            parents[lo:hi] = nearest[:, np.arange(n_parents) % min(k, n_parents)]
+            continue
+        for a in range(lo, hi, 4096):
+            b = min(hi, a + 4096)
+            near = nearest[a - lo : b - lo]
+            rel = grid[near] - grid[a:b, None]  # (n, C, 3) exact integers
+            total = rel[:, combos[:, 0]]
+            for j in range(1, n_parents):
+                total += rel[:, combos[:, j]]
+            miss = np.einsum("ncd,ncd->nc", total, total)  # m**2 * |centroid - point|**2
+            best = combos[np.argmin(miss, axis=1)]
+            parents[a:b] = np.take_along_axis(near, best, axis=1)
     return VertexStructure(order, parents)
 
 

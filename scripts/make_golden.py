@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Write the golden files of the current track format version into tests/golden/v<major>/.
+
+Run once per new format version (old versions' files stay as they are): a small real
+track cut from ../shared/corpus is encoded with the current writer, and the arrays it
+decodes to are stored beside it. tests/test_golden.py checks that every version's
+files still decode to exactly those arrays.
+
+    python scripts/make_golden.py
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _benchdata as bd  # noqa: E402
+
+import bodybatch  # noqa: E402
+from bodybatch.container import FORMAT_MAJOR, FORMAT_MINOR  # noqa: E402
+
+
+def main():
+    out = Path(__file__).resolve().parents[1] / "tests" / "golden" / f"v{FORMAT_MAJOR}"
+    out.mkdir(parents=True, exist_ok=True)
+    _, track = next(bd.gt_tracks(bd.SHARED / "corpus" / "nlf_xz_0001.xz"))
+    rows = slice(0, 21)
+    small = {
+        "vertices": track["vertices"][rows, ::8],
+        "vertex_uncertainties": track["vertex_uncertainties"][rows, ::8],
+        "joints": track["joints"][rows],
+        "joint_uncertainties": track["joint_uncertainties"][rows],
+        "boxes": track["boxes"][rows],
+        "camera": track["camera"][rows],
+        "frame_index": track["frame_index"][rows] * 2 + 3,
+    }
+    metadata = {"video_path": "golden.mp4", "fps": 30.0, "track": 0, "note": "golden file"}
+    name = f"track_v{FORMAT_MAJOR}_{FORMAT_MINOR}"
+    bodybatch.write_track(out / f"{name}.xz", small, metadata, chunk_size=8)
+    with bodybatch.open_track(out / f"{name}.xz") as reader:
+        arrays = reader.to_arrays()
+    flat = {k: v for k, v in arrays.items() if k != "camera"}
+    flat.update({f"camera.{k}": v for k, v in arrays["camera"].items()})
+    np.savez_compressed(out / f"{name}.expected.npz", **flat)
+    (out / f"{name}.metadata.json").write_text(json.dumps(metadata, sort_keys=True, indent=1) + "\n")
+    print(f"wrote {out / name}.*")
+
+
+if __name__ == "__main__":
+    main()
