@@ -132,7 +132,6 @@ def build_structure(points, n_parents=3, n_candidates=8):
     curve = np.argsort(hilbert_codes(shifted >> shift, bits), kind="stable").astype(np.int32)
     order = curve[bit_reversed_positions(n)]
     pos = points[order].astype(np.float64)
-    # Exact integer geometry: parent choice does not depend on float rounding.
     grid = (points[order] - points.min(axis=0)).astype(np.int64)
     parents = np.full((n, n_parents), n, np.int32)
     combos = np.array(list(itertools.combinations(range(n_candidates), n_parents)))
@@ -148,7 +147,7 @@ def build_structure(points, n_parents=3, n_candidates=8):
         for a in range(lo, hi, 4096):
             b = min(hi, a + 4096)
             near = nearest[a - lo : b - lo]
-            rel = grid[near] - grid[a:b, None]  # (n, C, 3) exact integers
+            rel = (grid[near] - grid[a:b, None]).astype(np.float32)  # (n, C, 3)
             total = rel[:, combos[:, 0]]
             for j in range(1, n_parents):
                 total += rel[:, combos[:, j]]

@@ -1,0 +1,175 @@
+"""The ``bodybatch`` command: plan, run, audit, inspect, export.
+
+Exit codes: 0 success; 1 some jobs failed / audit found problems; 2 usage or
+configuration errors; 3 unreadable or invalid files; 4 output errors (disk full,
+permissions); 5 another run holds the output root. User mistakes print one line,
+never a traceback.
+"""
+
+import argparse
+import json
+import sys
+
+from bodybatch.errors import BodybatchError
+
+__all__ = ["main"]
+
+
+def _print(*args):
+    print(*args, flush=True)
+
+
+def cmd_plan(args):
+    from bodybatch.batch import plan
+    from bodybatch.config import load_config
+
+    config = load_config(args.config)
+    jobs, orphans = plan(config, force=args.force)
+    width = max([len(j.video) for j in jobs] + [5])
+    for job in jobs:
+        _print(f"{job.action:<11} {job.video:<{width}}  {job.reason}")
+    for video in orphans:
+        _print(f"{'orphan':<11} {video:<{width}}  in the manifest, input file gone (rows kept)")
+    todo = sum(j.todo for j in jobs)
+    _print(f"{len(jobs)} video(s): {todo} to convert, {len(jobs) - todo} up to date")
+    return 0
+
+
+def cmd_run(args):
+    from bodybatch.batch import run_batch
+    from bodybatch.config import load_config
+
+    overrides = {"pool.n_jobs": args.jobs, "pool.backend": args.backend, "pool.scheduler": args.scheduler}
+    config = load_config(args.config, overrides=overrides)
+    summary = run_batch(config, force=args.force, progress=False if args.no_progress else None)
+    _print(summary.table())
+    _print(f"manifest: {config.manifest_path}")
+    return summary.exit_code
+
+
+def cmd_audit(args):
+    from bodybatch.audit import audit_manifest
+
+    report = audit_manifest(args.manifest, root=args.root, quick=args.quick)
+    _print(report.text())
+    return report.exit_code
+
+
+def _header_summary(reader):
+    codec = dict(reader.codec)
+    out = {"file": str(reader.path), "rows": len(reader), "codec": codec}
+    fi = reader.frame_index
+    out["frames"] = f"{int(fi[0])}..{int(fi[-1])}" if len(fi) else "none"
+    header = getattr(reader, "header", None) or {}
+    if "layout" in header:
+        out["points"] = {
+            g: {"n_points": v["n_points"], "n_dims": v["n_dims"], "n_parents": v["n_parents"]}
+            for g, v in header["layout"].items()
+        }
+        out["format"] = header.get("format")
+        out["created_by"] = header.get("created_by")
+        version = getattr(getattr(reader, "_reader", None), "version", None)
+        if version:
+            out["version"] = f"{version[0]}.{version[1]}"
+    return out
+
+
+def cmd_inspect(args):
+    from bodybatch.manifest import dumps_row
+    from bodybatch.trackfile import open_track
+
+    with open_track(args.track) as reader:
+        info = _header_summary(reader)
+        info["metadata"] = reader.metadata
+    _print(json.dumps(json.loads(dumps_row(info)), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_export(args):
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    from bodybatch.errors import OutputError
+    from bodybatch.trackfile import open_track
+
+    with open_track(args.track) as reader:
+        arrays = reader.to_arrays()
+        arrays["frame_index"] = np.asarray(reader.frame_index)
+    flat = {k: v for k, v in arrays.items() if k != "camera"}
+    flat.update({f"camera_{k}": v for k, v in arrays.get("camera", {}).items()})
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **flat)
+        os.replace(tmp, out)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputError(f"{out}: cannot write ({exc.strerror})") from exc
+    _print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(flat.items())))
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="bodybatch",
+        description="Turn per-video 3D human predictions into compact per-person track files.",
+    )
+    from bodybatch._version import __version__
+
+    p.add_argument("--version", action="version", version=f"bodybatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("plan", help="show what a run would do, and why, without writing anything")
+    s.add_argument("config", help="YAML config file")
+    s.add_argument("--force", action="store_true", help="plan to redo every video")
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("run", help="convert every video that is not up to date")
+    s.add_argument("config", help="YAML config file")
+    s.add_argument("--jobs", type=int, metavar="N", help="worker processes (overrides pool.n_jobs)")
+    s.add_argument("--backend", choices=["loky", "dask"], help="overrides pool.backend")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (overrides pool.scheduler)")
+    s.add_argument("--force", action="store_true", help="redo every video")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("audit", help="check every file listed in a manifest")
+    s.add_argument("manifest", help="manifest.jsonl")
+    s.add_argument("--root", help="output root of the rows' paths (default: the manifest's folder)")
+    s.add_argument("--quick", action="store_true", help="existence and size only")
+    s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("inspect", help="print a track file's header, metadata and frame range")
+    s.add_argument("track", help="track file (.xz)")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("export", help="write a track's decoded arrays to .npz")
+    s.add_argument("track", help="track file (.xz)")
+    s.add_argument("out", help="output .npz")
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BodybatchError as exc:
+        print(f"bodybatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FileNotFoundError as exc:
+        print(f"bodybatch {args.command}: error: {exc.filename}: no such file", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"bodybatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

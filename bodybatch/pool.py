@@ -1,0 +1,77 @@
+"""Run jobs on a joblib pool (loky processes) or on a dask.distributed cluster.
+
+Results stream back as they finish (``return_as="generator_unordered"``); each job
+catches its own errors (:func:`bodybatch.job.run_job`), so one bad video never stops
+the others. Each worker uses one compression thread: N workers x all-cores threads
+would oversubscribe the machine.
+"""
+
+import contextlib
+import os
+
+from bodybatch.errors import ConfigError
+
+__all__ = ["run_jobs", "BACKENDS"]
+
+BACKENDS = ("loky", "dask")
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def run_jobs(specs, n_jobs=2, backend="loky", scheduler=None):
+    """Yield job results (dicts from :func:`bodybatch.job.run_job`) as they finish.
+
+    Parameters
+    ----------
+    specs : list of dict
+        Job specs from :func:`bodybatch.job.make_job_spec`.
+    n_jobs : int
+        Worker processes (-1: one per core). With dask and no scheduler, the size of
+        the local cluster.
+    backend : {"loky", "dask"}
+    scheduler : str, optional
+        dask scheduler address (``tcp://host:8786``); a local cluster when unset.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"pool.backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if not specs:
+        return
+    from joblib import Parallel, delayed
+
+    from bodybatch.job import run_job
+
+    n_jobs = os.cpu_count() if n_jobs == -1 else n_jobs
+    for var in _THREAD_VARS:
+        os.environ.setdefault(var, "1")
+    calls = (delayed(run_job)(spec) for spec in specs)
+    if backend == "loky":
+        if n_jobs == 1:
+            for spec in specs:
+                yield run_job(spec)
+            return
+        parallel = Parallel(n_jobs=min(n_jobs, len(specs)), return_as="generator_unordered", backend="loky")
+        yield from parallel(calls)
+        return
+    with _dask_client(n_jobs, scheduler):
+        import joblib
+
+        with joblib.parallel_config(backend="dask"):
+            parallel = Parallel(n_jobs=-1, return_as="generator_unordered")
+            yield from parallel(calls)
+
+
+@contextlib.contextmanager
+def _dask_client(n_workers, scheduler):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("pool.backend 'dask' needs dask.distributed: pip install 'bodybatch[dask]'") from None
+    if scheduler:
+        with Client(scheduler, timeout="30s") as client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=40,
+    )
+    with cluster, Client(cluster) as client:
+        yield client
