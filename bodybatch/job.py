@@ -144,6 +144,7 @@ def _convert(spec):
     min_length = tracks.pop("min_length")
     splitter = make_splitter(tracks.pop("mode"), min_length=min_length, **tracks)
     writers, done, dropped = {}, {}, []
+    structures = {} if spec["codec_options"].get("codec", "bodybatch") == "bodybatch" else None
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def close(key):
@@ -162,7 +163,10 @@ def _convert(spec):
                 if writer is None:
                     target = _safe_target(out_root, f"{spec['output_dir']}/{TRACK_PREFIX}{key:04d}.xz")
                     meta = {"video": spec["video"], "track": int(key), "source": metadata}
-                    writer = writers[key] = TrackWriter(target, meta, **spec["codec_options"])
+                    options = dict(spec["codec_options"])
+                    if structures is not None:
+                        options["structures"] = structures
+                    writer = writers[key] = TrackWriter(target, meta, **options)
                 row = {k: frame[k][j] for k in _ROW_FIELDS if k in frame}
                 if frame.get("camera") is not None:
                     row["camera"] = frame["camera"]

@@ -52,11 +52,12 @@ class TrackInfo:
 class _ContainerBackend:
     """Chunked bodybatch-codec writer behind :class:`TrackWriter`."""
 
-    def __init__(self, path, codec, metadata):
+    def __init__(self, path, codec, metadata, structures=None):
         from bodybatch.container import ContainerWriter
 
         self.codec = codec
         self.metadata = metadata
+        self.structures = structures
         self.writer = ContainerWriter(path)
         self.layout = None
         self.pending = []
@@ -85,7 +86,7 @@ class _ContainerBackend:
         self.pending = [rest] if self.pending_rows > n_rows else []
         self.pending_rows -= n_rows
         if self.layout is None:
-            self.layout = self.codec.make_layout(chunk)
+            self.layout = self.codec.make_layout(chunk, self.structures)
             self.writer.write_header(self._header())
         encoded, err = self.codec.encode_chunk(chunk, self.layout)
         self.max_error = max(self.max_error, err)
@@ -122,6 +123,9 @@ class TrackWriter:
         Stored in the file header (JSON/msgpack-safe values and numeric arrays).
     codec : str, dict or codec object
         ``"bodybatch"`` (default) or ``"bodycompress"``.
+    structures : dict, optional
+        Structure cache shared by the writers of one video (see
+        :meth:`BodybatchCodec.make_layout`); the output stays self-contained.
     **codec_options
         e.g. ``quantization_mm=0.5``, ``chunk_size=64``.
 
@@ -132,7 +136,7 @@ class TrackWriter:
     ...         w.append(frame_index=t, vertices=frame["vertices"][0])
     """
 
-    def __init__(self, path, metadata=None, *, codec="bodybatch", **codec_options):
+    def __init__(self, path, metadata=None, *, codec="bodybatch", structures=None, **codec_options):
         self.codec = get_codec(codec, **codec_options)
         self.path = Path(path)
         if metadata is not None and not isinstance(metadata, dict):
@@ -145,7 +149,7 @@ class TrackWriter:
         self._closed = False
         self.info = None
         if self.codec.codec_id == "bodybatch":
-            self._backend = _ContainerBackend(self.path, self.codec, metadata)
+            self._backend = _ContainerBackend(self.path, self.codec, metadata, structures)
         else:
             from bodybatch._compat_file import CompatTrackWriter
 

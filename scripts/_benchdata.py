@@ -41,21 +41,30 @@ def gt_tracks(path, min_length=2):
         yield f"{Path(path).stem}/p{pid}", track
 
 
-def synth_dataset(out_dir, videos, frames, people, seed=0, compression="zstd"):
-    """Generate (once) a synthetic dataset with shared/bench/synth.py; return its files."""
+def synth_dataset(out_dir, videos, frames, people, seed=0, compression="zstd", parallel=2):
+    """Generate (once) a synthetic dataset with shared/bench/synth.py, in ``parallel``
+    processes (xz writing is slow); return its prediction files."""
     out_dir = Path(out_dir)
     files = sorted(glob.glob(str(out_dir / "*.xz")))
     if len(files) >= videos:
         return files[:videos]
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable, str(SHARED / "bench" / "synth.py"), str(out_dir),
-        "--videos", str(videos), "--seed", str(seed),
-        "--frames", str(frames[0]), str(frames[1]),
-        "--people", str(people[0]), str(people[1]),
-        "--compression", compression,
-    ]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    procs = []
+    for part in range(parallel):
+        count = videos // parallel + (part < videos % parallel)
+        if not count:
+            continue
+        cmd = [
+            sys.executable, str(SHARED / "bench" / "synth.py"), str(out_dir),
+            "--videos", str(count), "--seed", str(seed * 1000 + part), "--prefix", f"s{part}_video",
+            "--frames", str(frames[0]), str(frames[1]),
+            "--people", str(people[0]), str(people[1]),
+            "--compression", compression,
+        ]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit("synth.py failed")
     return sorted(glob.glob(str(out_dir / "*.xz")))[:videos]
 
 

@@ -187,23 +187,37 @@ class BodybatchCodec:
         return 1.0 / self.quantization_mm, 1000.0 / self.quantization_mm
 
     # -- layout: what is derived once per track ------------------------------------------
-    def make_layout(self, first):
+    def make_layout(self, first, structures=None):
         """Build the per-track layout from the first chunk (dict of (T, ...) arrays).
 
-        Returns a dict with, per point group, its point count, dims and structure.
+        Parameters
+        ----------
+        first : dict
+        structures : dict, optional
+            Cache ``{(group, n_points, n_parents): VertexStructure}`` shared by the
+            tracks of one video: people share the mesh topology, so the structure of
+            the video's first track serves the others (within ~1% in size) and
+            building it is the largest fixed cost of a short track.
+
+        Returns
+        -------
+        dict
+            Per point group: its point count, dims and structure.
         """
         layout = {}
         factor, _ = self.factors()
         for group, (coord, unc) in POINT_GROUPS.items():
             if coord not in first:
                 continue
-            points = quantize.quantize(first[coord][0], factor, coord).astype(np.int64)
-            structure = build_structure(points, self.n_parents)
-            layout[group] = {
-                "n_points": int(points.shape[0]),
-                "n_dims": 3 + (unc in first),
-                "structure": structure,
-            }
+            n_points = first[coord].shape[1]
+            key = (group, n_points, self.n_parents)
+            structure = structures.get(key) if structures is not None else None
+            if structure is None:
+                points = quantize.quantize(first[coord][0], factor, coord).astype(np.int64)
+                structure = build_structure(points, self.n_parents)
+                if structures is not None:
+                    structures[key] = structure
+            layout[group] = {"n_points": n_points, "n_dims": 3 + (unc in first), "structure": structure}
         return layout
 
     @staticmethod

@@ -90,13 +90,15 @@ def encode_residuals(x, structure, window):
     o -= c  # O = m*x - C
     for lo, hi, window_ in _merge_ranges(level_windows(n, window)):
         for t0, t1, k in _window_segments(n_frames, window_):
-            # pred[t] = floor((k*C[t] + O[t-1] + ... + O[t-k] + mk//2) / mk), t in [t0, t1)
-            num = c[lo:hi, t0:t1] * k
+            # pred[t] = floor((k*C[t] + O[t-1] + ... + O[t-k] + mk//2) / mk), t in [t0, t1),
+            # built in place in the output (fresh large temporaries cost page faults).
+            num = res[lo:hi, t0:t1]
+            np.multiply(c[lo:hi, t0:t1], k, out=num)
             num += (m * k) // 2
             for i in range(1, k + 1):
                 num += o[lo:hi, t0 - i : t1 - i]
             _floor_div(num, m * k, out=num)
-            np.subtract(xs[lo:hi, t0:t1], num, out=res[lo:hi, t0:t1])
+            np.subtract(xs[lo:hi, t0:t1], num, out=num)
     return res
 
 
