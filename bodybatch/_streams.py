@@ -12,6 +12,19 @@ _XZ_MEMLIMIT = 512 << 20  # xz -9 needs 65 MiB; refuses hostile dictionary sizes
 _END = b"\xc0"  # msgpack nil fed after the last byte: a dangling partial object absorbs it
 
 
+def _xz_decompressor():
+    """An xz decompressor with a memory limit: ``lzma_mt`` (a newer liblzma, ~15%
+    faster; the stdlib API) when installed, else the standard library's ``lzma``."""
+    import lzma
+
+    try:
+        import lzma_mt
+    except ImportError:
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT), lzma.LZMAError
+    obj = lzma_mt.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT, threads=1)
+    return obj, (lzma.LZMAError, lzma_mt.LZMAError)
+
+
 def _is_header(obj):
     return isinstance(obj, dict) and "__bodycompress_version__" in obj
 
@@ -22,10 +35,7 @@ class _Decoder:
     def __init__(self, compression):
         self.compression, self.unused_data = compression, b""
         if compression == "xz":
-            import lzma
-
-            self._obj = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
-            self._errors = lzma.LZMAError
+            self._obj, self._errors = _xz_decompressor()
         else:
             import zstandard
 

@@ -5,7 +5,6 @@ atomically every few seconds and at the end, so a run killed at any moment leave
 manifest that describes complete files only; the next run redoes what is missing.
 """
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
