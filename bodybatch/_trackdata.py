@@ -12,7 +12,7 @@ import numpy as np
 from bodybatch.cameras import camera_to_dict
 from bodybatch.errors import TrackError
 
-__all__ = ["TRACK_FIELDS", "Schema", "normalize_block", "raw_float32_bytes"]
+__all__ = ["TRACK_FIELDS", "Schema", "normalize_block", "raw_float32_bytes", "slice_block", "concat_blocks"]
 
 TRACK_FIELDS = (
     "vertices",
@@ -128,3 +128,22 @@ class Schema:
 
 def raw_float32_bytes(schema, n_rows):
     return schema.raw_bytes_per_row() * n_rows
+
+
+def slice_block(block, start, stop=None):
+    """Rows of a dict of arrays (camera nested): a slice ``start:stop`` or, when
+    ``start`` is an index array, those rows."""
+    sel = start if stop is None and not isinstance(start, (int, np.integer)) else slice(start, stop)
+    return {k: ({ck: cv[sel] for ck, cv in v.items()} if k == "camera" else v[sel]) for k, v in block.items()}
+
+
+def concat_blocks(blocks):
+    if len(blocks) == 1:
+        return blocks[0]
+    out = {}
+    for k, v in blocks[0].items():
+        if k == "camera":
+            out[k] = {ck: np.concatenate([b[k][ck] for b in blocks]) for ck in v}
+        else:
+            out[k] = np.concatenate([b[k] for b in blocks])
+    return out
