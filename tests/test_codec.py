@@ -219,3 +219,37 @@ def test_future_version_and_absurd_header(good_file):
     good_file.write_bytes(b"")
     with pytest.raises(FormatError, match="empty"):
         _read_all(good_file)
+
+
+def test_camera_objects_in_and_out(tmp_path, track):
+    """deltacamera Camera objects are accepted and, on request, given back."""
+    import deltacamera
+
+    from bodybatch.cameras import matrix_to_rotvec, rotvec_to_matrix
+
+    n = 12
+    rng = np.random.default_rng(3)
+    cams = []
+    for i in range(n):
+        rotvec = rng.normal(0, 0.7, 3)
+        if i == 0:
+            rotvec = rotvec / np.linalg.norm(rotvec) * (np.pi - 1e-6)  # near pi: axis sign matters
+        cams.append(deltacamera.Camera(
+            rot_world_to_cam=rotvec_to_matrix(rotvec), optical_center=rng.normal(0, 1000, 3),
+            intrinsic_matrix=np.array([[1000.0 + i, 0, 960], [0, 1000, 540], [0, 0, 1]]), world_up=(0, -1, 0),
+        ))
+    part = {k: v[:n] for k, v in track.items() if k in ("vertices", "joints")}
+    part["camera"] = cams
+    bodybatch.write_track(tmp_path / "c.xz", part)
+    with bodybatch.open_track(tmp_path / "c.xz", decode_camera=True) as reader:
+        for i, cam in enumerate(cams):
+            got = reader[i]["camera"]
+            assert isinstance(got, deltacamera.Camera)
+            np.testing.assert_allclose(got.R, cam.R, atol=2e-6)
+            np.testing.assert_allclose(got.t, cam.t, rtol=1e-6)
+            np.testing.assert_allclose(got.intrinsic_matrix, cam.intrinsic_matrix, rtol=1e-6)
+    with bodybatch.open_track(tmp_path / "c.xz") as reader:
+        assert set(reader[0]["camera"]) == {"rotvec_w2c", "loc", "intr", "up"}
+    for _ in range(100):
+        r = rng.normal(0, 2, 3)
+        np.testing.assert_allclose(rotvec_to_matrix(matrix_to_rotvec(rotvec_to_matrix(r))), rotvec_to_matrix(r), atol=1e-9)
