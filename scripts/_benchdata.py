@@ -14,7 +14,7 @@ SHARED = HERE.parent.parent / "shared"
 FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
 
 
-def gt_tracks(path, min_length=2):
+def gt_tracks(path, min_length=10):
     """Yield (name, track dict) per true person of a prediction file (``NAME.gt.npz``
     beside it gives the person id of every detection, -1 for spurious ones)."""
     import bodybatch

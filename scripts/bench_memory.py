@@ -32,7 +32,7 @@ MEASURE = textwrap.dedent("""
         from bodybatch.cli import main
         n = main(["run", sys.argv[2], "--no-progress", "--jobs", "1"])
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(peak_kb, time.perf_counter() - t0)
+    print(peak_kb, time.perf_counter() - t0, n)
 """)
 
 
@@ -79,7 +79,7 @@ def main():
             proc = subprocess.run([sys.executable, "-c", MEASURE, tool, arg], capture_output=True, text=True)
             if proc.returncode not in (0,):
                 raise SystemExit(proc.stderr)
-            peak_kb, seconds = proc.stdout.split()[-2:]
+            peak_kb, seconds, _ = proc.stdout.split()[-3:]
             res[tool] = (int(peak_kb) / 1024, float(seconds))
         print(f"{name:12} {frames:7d} | {res['bodycompress'][0]:20.0f} | {res['bodybatch'][0]:14.0f} {res['bodybatch'][1]:8.1f}")
 
