@@ -135,6 +135,8 @@ def build_structure(points, n_parents=3, n_candidates=8):
     grid = (points[order] - points.min(axis=0)).astype(np.int64)
     parents = np.full((n, n_parents), n, np.int32)
     combos = np.array(list(itertools.combinations(range(n_candidates), n_parents)))
+    selector = np.zeros((len(combos), n_candidates), np.float32)  # row c sums combo c
+    np.put_along_axis(selector, combos, 1.0, axis=1)
     for lo, hi in level_bounds(n):
         if lo == 0:
             continue
@@ -148,10 +150,8 @@ def build_structure(points, n_parents=3, n_candidates=8):
             b = min(hi, a + 4096)
             near = nearest[a - lo : b - lo]
             rel = (grid[near] - grid[a:b, None]).astype(np.float32)  # (n, C, 3)
-            total = rel[:, combos[:, 0]]
-            for j in range(1, n_parents):
-                total += rel[:, combos[:, j]]
-            miss = np.einsum("ncd,ncd->nc", total, total)  # m**2 * |centroid - point|**2
+            total = np.matmul(selector, rel)  # (n, combos, 3): m * (centroid - point)
+            miss = np.einsum("ncd,ncd->nc", total, total)
             best = combos[np.argmin(miss, axis=1)]
             parents[a:b] = np.take_along_axis(near, best, axis=1)
     return VertexStructure(order, parents)
