@@ -12,6 +12,7 @@ import numpy as np
 from bodybatch._trackdata import concat_blocks, slice_block
 from bodybatch._version import __version__
 from bodybatch.codec.bodycompress_codec import HEADER_PADDING
+from bodybatch.container import publish
 from bodybatch.errors import OutputError
 
 __all__ = ["CompatTrackWriter", "CompatTrackReader"]
@@ -76,10 +77,7 @@ class CompatTrackWriter:
             size = self._f.tell()
             self._f.seek(0)
             self._f.write(header + b"\0" * (self.metadata_start - len(header)))
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self.tmp_path, self.path)
+            publish(self._f, self.tmp_path, self.path)
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot finish output ({exc.strerror})") from exc

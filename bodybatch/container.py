@@ -28,6 +28,7 @@ __all__ = [
     "ContainerWriter",
     "ContainerReader",
     "is_container",
+    "publish",
 ]
 
 MAGIC = b"\x89BBTRK\r\n"
@@ -42,6 +43,15 @@ MAX_HEADER_BYTES = 64 << 20
 MAX_INDEX_BYTES = 256 << 20
 MAX_CHUNK_BYTES = 1 << 31
 MAX_FRAMES = 10**8
+
+
+def publish(f, tmp_path, path):
+    """Flush, fsync and close ``f`` (open on ``tmp_path``), then rename it to ``path``
+    (same folder, so the rename is atomic): the file appears complete or not at all."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(tmp_path, path)
 
 
 def is_container(path):
@@ -118,10 +128,7 @@ class ContainerWriter:
         self._write(body)
         self._write(_TRAILER.pack(offset, len(body), zlib.crc32(body), END_MAGIC))
         try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self.tmp_path, self.path)
+            publish(self._f, self.tmp_path, self.path)
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot finish output ({exc.strerror})") from exc
