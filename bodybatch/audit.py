@@ -1,11 +1,11 @@
 """Audit a dataset from its manifest alone: every row's file must exist, have the
 recorded size and sha256, decode completely and hold the recorded frames."""
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bodybatch._files import file_sha256
 from bodybatch.errors import BodybatchError
 from bodybatch.manifest import read_manifest
 
@@ -33,14 +33,6 @@ class AuditReport:
             f"{self.ok} ok, {len(self.problems)} problem(s), {self.bytes} bytes"
         )
         return "\n".join(lines)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _decode_all(path):
@@ -121,7 +113,7 @@ def _check_row(path, row, quick):
         return f"size {size} differs from manifest ({row.get('bytes')})"
     if quick:
         return None
-    if _sha256(path) != row.get("sha256"):
+    if file_sha256(path) != row.get("sha256"):
         return "sha256 differs from manifest (file changed or corrupt)"
     try:
         decoded, length, first, last = _decode_all(path)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bodybatch._files import is_inside
 from bodybatch.errors import ConfigError
 
 __all__ = ["SCHEMA", "Config", "load_config", "config_from_dict"]
@@ -211,18 +212,10 @@ def config_from_dict(data, base_dir=".", source="<dict>", overrides=None):
     out_root = values["output.root"]
     if values["manifest"] is None:
         values["manifest"] = out_root / "manifest.jsonl"
-    if not _inside(values["manifest"], out_root) or values["manifest"] == out_root:
+    if not is_inside(values["manifest"], out_root) or values["manifest"] == out_root:
         raise ConfigError(f"{source}: manifest must be a file inside output.root ({out_root}); got {values['manifest']}")
     _check_ranges(values, source)
     return Config(values, source)
-
-
-def _inside(path, root):
-    try:
-        Path(path).relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 def _check_ranges(v, where):

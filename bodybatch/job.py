@@ -3,17 +3,16 @@ encode every track into its own file. Runs in worker processes; returns plain di
 (the driver writes the manifest), never raises for a bad video.
 """
 
-import hashlib
 import os
 import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
+from bodybatch._files import file_sha256
 from bodybatch._version import __version__
 from bodybatch.errors import BodybatchError, OutputError
+from bodybatch.manifest import to_jsonable
 
 __all__ = ["run_job", "make_job_spec", "TRACK_PREFIX"]
 
@@ -47,16 +46,8 @@ def _input_info(spec, sha256=None):
         "path": spec["video"],
         "bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
-        "sha256": sha256 or spec.get("input_sha256") or _sha256(path),
+        "sha256": sha256 or spec.get("input_sha256") or file_sha256(path),
     }
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe_target(out_root, rel):
@@ -66,22 +57,6 @@ def _safe_target(out_root, rel):
     if os.path.commonpath([root, target]) != root or target == root:
         raise OutputError(f"{rel}: output path leaves the output root {root}")
     return Path(target)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, bytes):
-        return obj.hex()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def run_job(spec):
@@ -139,7 +114,7 @@ def _convert(spec):
     out_dir = _safe_target(out_root, spec["output_dir"])
     input_info = _input_info(spec)
     reader = read_predictions(spec["input_path"], allow_pickle=spec["allow_pickle"])
-    metadata = _jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
+    metadata = to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
     tracks = dict(spec["tracks"])
     min_length = tracks.pop("min_length")
     splitter = make_splitter(tracks.pop("mode"), min_length=min_length, **tracks)
@@ -200,7 +175,7 @@ def _ok_row(spec, out_root, key, info, input_info, metadata, tracking):
     return {
         "path": path.relative_to(os.path.realpath(out_root)).as_posix(),
         "status": "ok",
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "bytes": info.bytes,
         "raw_bytes": info.raw_bytes,
         "ratio": round(info.ratio, 4),

@@ -7,13 +7,14 @@ bytes. See the README for the schema.
 """
 
 import json
+import math
 import os
 import time
 from pathlib import Path
 
 from bodybatch.errors import FormatError, OutputError
 
-__all__ = ["ROW_FIELDS", "read_manifest", "ManifestWriter", "rows_by_video", "row_sort_key"]
+__all__ = ["ROW_FIELDS", "read_manifest", "ManifestWriter", "rows_by_video", "row_sort_key", "dumps_row", "to_jsonable"]
 
 #: Fields of an ``ok`` row (failed rows carry ``video``, ``status``, ``error``, ``input``,
 #: ``config_hash``, ``bodybatch_version``, ``created``).
@@ -67,21 +68,29 @@ def rows_by_video(rows):
 
 
 def dumps_row(row):
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return json.dumps(to_jsonable(row), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _json_default(obj):
+def to_jsonable(obj):
+    """Nested dicts/lists of numpy arrays, scalars, bytes and paths -> plain JSON values
+    (non-finite floats become strings, so rows stay strict JSON)."""
     import numpy as np
 
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return to_jsonable(obj.item())
     if isinstance(obj, bytes):
         return obj.hex()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
 
 
 class ManifestWriter:

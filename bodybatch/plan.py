@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bodybatch._files import file_sha256, is_inside
 from bodybatch.errors import PlanError
 
 __all__ = ["Job", "discover", "plan_jobs", "file_sha256", "output_dir_for"]
@@ -39,16 +40,6 @@ class Job:
     @property
     def todo(self):
         return self.action != "up to date"
-
-
-def file_sha256(path, block=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(block)
-            if not data:
-                return h.hexdigest()
-            h.update(data)
 
 
 def output_dir_for(video):
@@ -83,20 +74,12 @@ def discover(config):
         if not path.is_file():
             continue
         real = path.resolve()
-        if not config["input.follow_symlinks"] and not _inside(real, real_root):
+        if not config["input.follow_symlinks"] and not is_inside(real, real_root):
             continue
-        if _inside(real, out_root) or _inside(path.absolute(), out_root):
+        if is_inside(real, out_root) or is_inside(path.absolute(), out_root):
             continue
         found.append(path.relative_to(root).as_posix())
     return sorted(set(found))
-
-
-def _inside(path, root):
-    try:
-        Path(path).relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 def plan_jobs(config, manifest_rows, force=False):
