@@ -109,9 +109,9 @@ def test_random_access_decodes_one_chunk(tmp_path, track, monkeypatch):
 def test_integer_predictor_is_exact_and_integer_only():
     rng = np.random.default_rng(1)
     for n, t, d in [(1, 4, 3), (7, 1, 4), (300, 9, 4), (2000, 6, 3)]:
-        x = rng.integers(-2**20, 2**20, (n, t, d))
+        x = rng.integers(-2**20, 2**20, (t, n, d))  # frame-major
         for m, k in [(1, 1), (4, 2), (3, 3)]:
-            s = build_structure(x[:, 0, :3], m)
+            s = build_structure(x[0, :, :3], m)
             s2 = structure_from_arrays(*structure_to_arrays(s), m)
             np.testing.assert_array_equal(s.parents, s2.parents)
             res = encode_residuals(x, s, k)

@@ -284,13 +284,11 @@ class BodybatchCodec:
             coord, unc = POINT_GROUPS[group]
             q, err = quantize.quantize(chunk[coord], factor, coord, with_error=True)  # (T, N, 3)
             max_error = max(max_error, err)
-            n_frames = q.shape[0]
-            x = np.empty((g["n_points"], n_frames, g["n_dims"]), np.int32)  # |q| <= 2**30
-            for dim in range(3):
-                x[:, :, dim] = q[:, :, dim].T
+            x = np.empty(q.shape[:2] + (g["n_dims"],), np.int32)  # (T, N, D), |q| <= 2**30
+            x[:, :, :3] = q
             if g["n_dims"] == 4:
                 qu, err = quantize.quantize(chunk[unc], unc_factor, unc, with_error=True)
-                x[:, :, 3] = qu.T
+                x[:, :, 3] = qu
                 max_error = max(max_error, 1000.0 * err)
             max_abs = max(int(x.max()), -int(x.min())) if x.size else 0
             res = predict.encode_residuals(x, g["structure"], self.window)
@@ -341,12 +339,9 @@ class BodybatchCodec:
                 x = predict.decode_residuals(res, g["structure"], self.window, max_abs)
                 if x.size and max(int(x.max()), -int(x.min())) > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
-                # (N, T, D) -> (T, N, D), moving each point's D values as one unit.
-                unit = np.dtype(f"V{d * x.itemsize}")
-                xt = np.ascontiguousarray(x.view(unit).transpose(1, 0, 2)).view(x.dtype)
-                out[coord] = quantize.dequantize(xt[:, :, :3], factor, max_abs)
+                out[coord] = quantize.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
                 if d == 4:
-                    out[unc] = quantize.dequantize(xt[:, :, 3], unc_factor, max_abs)
+                    out[unc] = quantize.dequantize(x[:, :, 3], unc_factor, max_abs)
             for name, entry in encoded.get("arrays", {}).items():
                 out[name] = _decode_array(entry, n_frames, f"{where}{name}")
             if "camera" in encoded:
