@@ -282,16 +282,14 @@ class BodybatchCodec:
         max_error = 0.0
         for group, g in layout.items():
             coord, unc = POINT_GROUPS[group]
-            q, err = quantize.quantize(chunk[coord], factor, coord, with_error=True)  # (T, N, 3)
+            values = chunk[coord]
+            x = np.empty(values.shape[:2] + (g["n_dims"],), np.int32)  # (T, N, D), |x| <= 2**30
+            max_abs, err = quantize.quantize_into(values, factor, coord, x[:, :, :3])
             max_error = max(max_error, err)
-            x = np.empty(q.shape[:2] + (g["n_dims"],), np.int32)  # (T, N, D), |q| <= 2**30
-            x[:, :, :3] = q
             if g["n_dims"] == 4:
-                qu, err = quantize.quantize(chunk[unc], unc_factor, unc, with_error=True)
-                x[:, :, 3] = qu
-                max_error = max(max_error, 1000.0 * err)
-            max_abs = max(int(x.max()), -int(x.min())) if x.size else 0
-            res = predict.encode_residuals(x, g["structure"], self.window)
+                unc_abs, err = quantize.quantize_into(chunk[unc], unc_factor, unc, x[:, :, 3])
+                max_abs, max_error = max(max_abs, unc_abs), max(max_error, 1000.0 * err)
+            res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
             classes = activity_classes(res)
             res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
             stream_dtype = np.int16 if res_abs < 2**15 else res.dtype

@@ -65,7 +65,7 @@ def _units(a):
     return a.view(np.dtype((np.void, a.shape[-1] * a.itemsize)))[..., 0]
 
 
-def encode_residuals(x, structure, window):
+def encode_residuals(x, structure, window, max_abs=None):
     """Residuals of integer points.
 
     Parameters
@@ -75,6 +75,8 @@ def encode_residuals(x, structure, window):
     structure : VertexStructure
     window : int
         Temporal window K >= 1 (levels below ``WINDOW_MIN_POINTS`` points use 1).
+    max_abs : int, optional
+        max |x| when the caller knows it (saves two passes).
 
     Returns
     -------
@@ -82,10 +84,17 @@ def encode_residuals(x, structure, window):
     """
     n_frames, n, d = x.shape
     m = structure.n_parents
-    dtype = work_dtype(max(int(x.max(initial=0)), -int(x.min(initial=0))), m, window)
-    xe = np.zeros((n + 1, n_frames, d), dtype)
-    # One gather of whole points does both the reordering and the transpose.
-    _units(xe)[:n] = _units(np.ascontiguousarray(x, dtype)).T[structure.order]
+    if max_abs is None:
+        max_abs = max(int(x.max(initial=0)), -int(x.min(initial=0)))
+    dtype = work_dtype(max_abs, m, window)
+    xe = np.empty((n + 1, n_frames, d), dtype)
+    xe[n] = 0  # the "no parent" row
+    # Gathers of whole points (D values at once) reorder and transpose, per block of
+    # points so that the writes stay local.
+    points, stored = _units(np.ascontiguousarray(x, dtype)), _units(xe)
+    for a in range(0, n, _BLOCK_POINTS):
+        b = min(n, a + _BLOCK_POINTS)
+        stored[a:b] = points[:, structure.order[a:b]].T
     res = np.empty((n, n_frames, d), dtype)
     # Everything below is local to a point and its parents: done per block of points
     # small enough to stay in cache (measured 1.7x faster than whole-array passes).

@@ -13,7 +13,7 @@ import numpy as np
 from bodybatch.codec.predict import MAX_ABS_VALUE
 from bodybatch.errors import TrackError
 
-__all__ = ["quantize", "dequantize", "check_step"]
+__all__ = ["quantize", "quantize_into", "dequantize", "check_step"]
 
 
 def check_step(step_mm):
@@ -25,6 +25,33 @@ def check_step(step_mm):
     if not (np.isfinite(step) and 1e-6 <= step <= 1e3):
         raise TrackError(f"quantization_mm must be within [1e-6, 1000] mm, got {step_mm!r}")
     return step
+
+
+def _scaled(values, factor):
+    """``values * factor``: in float32 when exact (factor = 2**k), else float64."""
+    values = np.asarray(values)
+    if values.dtype == np.float32 and math.frexp(factor)[0] == 0.5:
+        # factor = 2**k: the float32 product is exact, so rounding it gives the very
+        # same integers as float64 would, with half the memory traffic.
+        return np.multiply(values, np.float32(factor))
+    return np.multiply(values, factor, dtype=np.float64)
+
+
+def _check_range(scaled, factor, name):
+    """max |round(scaled)|; TrackError for NaN/inf or values beyond the grid."""
+    if scaled.size == 0:
+        return 0
+    lo, hi = float(np.round(scaled.min())), float(np.round(scaled.max()))  # NaN propagates
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = np.argwhere(~np.isfinite(scaled))[0]
+        raise TrackError(f"'{name}' contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+    if max(hi, -lo) > MAX_ABS_VALUE:
+        raise TrackError(
+            f"'{name}' has values too large for the grid: |value| / step must stay below "
+            f"2**30 (got up to {max(hi, -lo) / factor:.6g}); check the units "
+            f"(millimetres for coordinates, metres for uncertainties) and quantization_mm"
+        )
+    return int(max(hi, -lo))
 
 
 def quantize(values, factor, name, with_error=False):
@@ -50,31 +77,36 @@ def quantize(values, factor, name, with_error=False):
     TrackError
         For NaN/inf or values whose grid index exceeds ``MAX_ABS_VALUE`` (2**30).
     """
-    values = np.asarray(values)
-    if values.dtype == np.float32 and math.frexp(factor)[0] == 0.5:
-        # factor = 2**k: the float32 product is exact, so rounding it gives the very
-        # same integers as float64 would, with half the memory traffic.
-        scaled = np.multiply(values, np.float32(factor))
-    else:
-        scaled = np.multiply(values, factor, dtype=np.float64)
+    scaled = _scaled(values, factor)
+    _check_range(scaled, factor, name)
     q = np.round(scaled)
-    if q.size:
-        lo, hi = float(q.min()), float(q.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            bad = np.argwhere(~np.isfinite(scaled))[0]
-            raise TrackError(f"'{name}' contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
-        if max(hi, -lo) > MAX_ABS_VALUE:
-            raise TrackError(
-                f"'{name}' has values too large for the grid: |value| / step must stay below "
-                f"2**30 (got up to {max(hi, -lo) / factor:.6g}); check the units "
-                f"(millimetres for coordinates, metres for uncertainties) and quantization_mm"
-            )
     if not with_error:
         return q
     if q.size == 0:
         return q, 0.0
     scaled -= q
     return q, float(np.max(np.abs(scaled))) / factor
+
+
+def quantize_into(values, factor, name, out):
+    """Like :func:`quantize`, writing the grid indices into the int array ``out``
+    (same shape, may be a strided view) without temporaries of its size.
+
+    Returns
+    -------
+    max_abs : int
+        Largest |grid index|.
+    error : float
+        Largest |grid value - input| in the input's unit.
+    """
+    scaled = _scaled(values, factor)
+    max_abs = _check_range(scaled, factor, name)
+    if scaled.size == 0:
+        return 0, 0.0
+    np.rint(scaled, out=out, casting="unsafe")  # rint: half to even, as np.round
+    np.subtract(scaled, out, out=scaled, casting="unsafe")  # |difference| <= 0.5
+    np.abs(scaled, out=scaled)
+    return max_abs, float(scaled.max()) / factor
 
 
 def dequantize(q, factor, max_abs=None):
