@@ -64,7 +64,12 @@ def activity_classes(res, n_classes=N_CLASSES):
     for lo, hi in _blocks(n):
         if hi - lo < _CLASSED_POINTS:
             continue
-        act = np.abs(res[lo:hi, 1:, :3]).sum(axis=(1, 2))
+        act = np.empty(hi - lo, np.int64)
+        for a in range(lo, hi, 512):  # per cache-sized block; all D summed, then minus the 4th
+            b = np.abs(res[a : min(hi, a + 512), 1:])
+            act[a - lo : a - lo + len(b)] = b.reshape(len(b), -1).sum(axis=1)
+            if b.shape[2] > 3:
+                act[a - lo : a - lo + len(b)] -= b[:, :, 3:].sum(axis=(1, 2))
         edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
         classes[lo:hi] = np.searchsorted(edges, act, side="right")
     return classes

@@ -88,9 +88,13 @@ def quantize(values, factor, name, with_error=False):
     return q, float(np.max(np.abs(scaled))) / factor
 
 
+#: Values per block in :func:`quantize_into`: its temporaries stay in cache.
+_BLOCK_VALUES = 1 << 17
+
+
 def quantize_into(values, factor, name, out):
     """Like :func:`quantize`, writing the grid indices into the int array ``out``
-    (same shape, may be a strided view) without temporaries of its size.
+    (same shape, may be a strided view), block by block along the first axis.
 
     Returns
     -------
@@ -99,14 +103,24 @@ def quantize_into(values, factor, name, out):
     error : float
         Largest |grid value - input| in the input's unit.
     """
-    scaled = _scaled(values, factor)
-    max_abs = _check_range(scaled, factor, name)
-    if scaled.size == 0:
+    values = np.asarray(values)
+    if values.size == 0:
         return 0, 0.0
-    np.rint(scaled, out=out, casting="unsafe")  # rint: half to even, as np.round
-    np.subtract(scaled, out, out=scaled, casting="unsafe")  # |difference| <= 0.5
-    np.abs(scaled, out=scaled)
-    return max_abs, float(scaled.max()) / factor
+    rows = max(1, _BLOCK_VALUES // (values.size // len(values) or 1))
+    max_abs, error = 0, 0.0
+    for a in range(0, len(values), rows):
+        try:
+            scaled = _scaled(values[a : a + rows], factor)
+            max_abs = max(max_abs, _check_range(scaled, factor, name))
+        except TrackError as exc:
+            if "NaN" not in str(exc):
+                raise
+            _check_range(_scaled(values, factor), factor, name)  # index within the whole
+        np.rint(scaled, out=out[a : a + rows], casting="unsafe")  # half to even, as np.round
+        np.subtract(scaled, out[a : a + rows], out=scaled, casting="unsafe")  # |diff| <= 0.5
+        np.abs(scaled, out=scaled)
+        error = max(error, float(scaled.max()))
+    return max_abs, error / factor
 
 
 def dequantize(q, factor, max_abs=None):
