@@ -13,6 +13,10 @@ them; >= 20 videos with 1-4 people), all with the same number of worker processe
               byte for byte with the loky run.
 
     python scripts/bench_batch.py [--data DIR] [--videos 20] [--frames 60 150] [--jobs 2]
+                                  [--repeat 3] [--skip-loop]
+
+The machine may be noisy: the floor and the bodybatch run are repeated, interleaved,
+and the fastest of each is compared.
 """
 
 import argparse
@@ -82,13 +86,24 @@ def run_cli(*args):
     return proc
 
 
+def floor_only(n_jobs, files):
+    """The floor as its own command: decode every file with bodycompress, print counts."""
+    from joblib import Parallel, delayed
+
+    print(json.dumps(Parallel(n_jobs=n_jobs)(delayed(decode_only)(f) for f in files)))
+
+
 def main():
+    if sys.argv[1:2] == ["--floor-only"]:
+        return floor_only(int(sys.argv[2]), sys.argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "bodybatch_bench_batch"))
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--frames", type=int, nargs=2, default=(60, 150))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--skip-loop", action="store_true", help="skip the slow bodycompress re-encode loop")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of the floor and of bodybatch, interleaved; the fastest of each counts")
     args = ap.parse_args()
 
     from joblib import Parallel, delayed
@@ -99,8 +114,13 @@ def main():
     print(f"# {bd.cpu_env_note()}; {len(files)} videos, {in_bytes / 1e6:.1f} MB of bodycompress xz input, {args.jobs} jobs")
     work = Path(tempfile.mkdtemp(prefix="bodybatch_bench_"))
     try:
-        t_floor, counts = timed("floor (bodycompress decode only)", lambda: Parallel(n_jobs=args.jobs)(
-            delayed(decode_only)(f) for f in files))
+        def floor():
+            # A fresh process each time, like `bodybatch run`: cold workers on both sides.
+            proc = subprocess.run([sys.executable, __file__, "--floor-only", str(args.jobs), *files],
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            return json.loads(proc.stdout)
+
+        t_floor, counts = timed("floor (bodycompress decode only)", floor)
         person_frames = sum(counts)
         t_loop = None
         if not args.skip_loop:
@@ -114,6 +134,9 @@ def main():
             "pool": {"n_jobs": args.jobs, "progress": False},
         }))
         t_run, _ = timed("bodybatch run (loky)", lambda: run_cli("run", str(config)))
+        for _ in range(args.repeat - 1):  # interleaved repeats; the minimum of each counts
+            t_floor = min(t_floor, timed("floor again", floor)[0])
+            t_run = min(t_run, timed("bodybatch run --force again", lambda: run_cli("run", str(config), "--force"))[0])
         rows = [json.loads(line) for line in (work / "out" / "manifest.jsonl").read_text().splitlines()]
         ok = [r for r in rows if r["status"] == "ok"]
         out_bytes = sum(r["bytes"] for r in ok)
