@@ -253,3 +253,24 @@ def test_camera_objects_in_and_out(tmp_path, track):
     for _ in range(100):
         r = rng.normal(0, 2, 3)
         np.testing.assert_allclose(rotvec_to_matrix(matrix_to_rotvec(rotvec_to_matrix(r))), rotvec_to_matrix(r), atol=1e-9)
+
+
+def test_quantize_into_matches_quantize_blockwise():
+    """The blocked, in-place quantizer gives the grid, bound and error of the plain
+    one (float32/float64, power-of-2 and other factors, strided int32 output), and
+    names the right row of a NaN in a later block."""
+    from bodybatch.codec.quantize import quantize, quantize_into
+
+    rng = np.random.default_rng(5)
+    for dtype, factor in [(np.float32, 2.0), (np.float64, 2.0), (np.float32, 2000.0), (np.float64, 3.0)]:
+        values = (rng.normal(0, 400, (70, 3000, 3)) / (factor / 2)).astype(dtype)
+        out = np.zeros((70, 3000, 4), np.int32)
+        max_abs, err = quantize_into(values, factor, "v", out[:, :, :3])
+        q, err_ref = quantize(values, factor, "v", with_error=True)
+        np.testing.assert_array_equal(out[:, :, :3], q)
+        assert not out[:, :, 3].any()
+        assert max_abs == int(np.abs(q).max())
+        assert err == pytest.approx(err_ref, rel=1e-6)
+    values[61, 7, 2] = np.nan
+    with pytest.raises(TrackError, match=r"index \(61, 7, 2\)"):
+        quantize_into(values, 3.0, "v", out[:, :, :3])

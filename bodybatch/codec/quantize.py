@@ -37,13 +37,15 @@ def _scaled(values, factor):
     return np.multiply(values, factor, dtype=np.float64)
 
 
-def _check_range(scaled, factor, name):
-    """max |round(scaled)|; TrackError for NaN/inf or values beyond the grid."""
+def _check_range(scaled, factor, name, first_row=0):
+    """max |round(scaled)|; TrackError for NaN/inf or values beyond the grid.
+    ``first_row``: row of ``scaled[0]`` in the caller's array (for the message)."""
     if scaled.size == 0:
         return 0
     lo, hi = float(np.round(scaled.min())), float(np.round(scaled.max()))  # NaN propagates
     if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = np.argwhere(~np.isfinite(scaled))[0]
+        bad[0] += first_row
         raise TrackError(f"'{name}' contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
     if max(hi, -lo) > MAX_ABS_VALUE:
         raise TrackError(
@@ -109,13 +111,8 @@ def quantize_into(values, factor, name, out):
     rows = max(1, _BLOCK_VALUES // (values.size // len(values) or 1))
     max_abs, error = 0, 0.0
     for a in range(0, len(values), rows):
-        try:
-            scaled = _scaled(values[a : a + rows], factor)
-            max_abs = max(max_abs, _check_range(scaled, factor, name))
-        except TrackError as exc:
-            if "NaN" not in str(exc):
-                raise
-            _check_range(_scaled(values, factor), factor, name)  # index within the whole
+        scaled = _scaled(values[a : a + rows], factor)
+        max_abs = max(max_abs, _check_range(scaled, factor, name, first_row=a))
         np.rint(scaled, out=out[a : a + rows], casting="unsafe")  # half to even, as np.round
         np.subtract(scaled, out[a : a + rows], out=scaled, casting="unsafe")  # |diff| <= 0.5
         np.abs(scaled, out=scaled)
