@@ -179,10 +179,18 @@ def _unquantize(packed, axis, name):
     if not (type(factor) in (float, int, np.float64, np.float32)
             and math.isfinite(factor) and factor > 0):  # fmt: skip
         raise FormatError(f"qd_{name} has invalid quantization factor {factor!r:.40}")
-    cumsum = diffs.astype(np.int64)  # then accumulate in place: 4x faster than dtype=int64
-    np.cumsum(cumsum, axis=axis, out=cumsum)
-    if cumsum.size == 0 or max(cumsum.max(), -cumsum.min()) <= 1 << 24:
+    lo, hi = int(diffs.min(initial=0)), int(diffs.max(initial=0))
+    if max(hi, -lo) * diffs.shape[axis] < 2**31:  # no partial sum can overflow int32
+        cumsum = np.cumsum(diffs, axis=axis, dtype=np.int32)
+    else:
+        cumsum = diffs.astype(np.int64)  # then accumulate in place: 4x faster than dtype=int64
+        np.cumsum(cumsum, axis=axis, out=cumsum)
+    if cumsum.size == 0 or max(int(cumsum.max()), -int(cumsum.min())) <= 1 << 24:
         out = np.empty(cumsum.shape, np.float32)
+        if math.frexp(factor)[0] == 0.5:  # factor = 2**k: exact in float32, same bits
+            out[...] = cumsum
+            out *= np.float32(1.0 / factor)
+            return out
         return np.divide(cumsum, factor, out=out, dtype=np.float64, casting="unsafe")
     return np.divide(cumsum, factor, dtype=np.float64)
 
