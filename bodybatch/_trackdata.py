@@ -10,6 +10,7 @@ camera dict/object for all rows, or a dict of stacked ``(T, ...)`` arrays.
 import numpy as np
 
 from bodybatch.cameras import camera_to_dict
+from bodybatch.codec.quantize import GridValues
 from bodybatch.errors import TrackError
 
 __all__ = ["TRACK_FIELDS", "Schema", "normalize_block", "raw_float32_bytes", "slice_block", "concat_blocks"]
@@ -27,6 +28,10 @@ _FLOAT_FIELDS = {"vertices": 3, "joints": 3, "vertex_uncertainties": 2, "joint_u
 
 
 def _as_float(name, value, ndim, where):
+    if isinstance(value, GridValues):  # integers on a grid, kept as they are
+        if value.ndim != ndim:
+            raise TrackError(f"{where}'{name}' must have {ndim} dimensions (rows first), got shape {value.shape}")
+        return value
     a = np.asarray(value)
     if a.dtype.kind not in "fiu" or a.dtype == np.float16:
         raise TrackError(f"{where}'{name}' must be a float array, got dtype {a.dtype}")
@@ -145,5 +150,5 @@ def concat_blocks(blocks):
         if k == "camera":
             out[k] = {ck: np.concatenate([b[k][ck] for b in blocks]) for ck in v}
         else:
-            out[k] = np.concatenate([b[k] for b in blocks])
+            out[k] = GridValues.concatenate([b[k] for b in blocks])
     return out

@@ -113,13 +113,16 @@ def _convert(spec):
     out_root = Path(spec["output_root"])
     out_dir = _safe_target(out_root, spec["output_dir"])
     input_info = _input_info(spec)
-    reader = read_predictions(spec["input_path"], allow_pickle=spec["allow_pickle"])
+    structures = {} if spec["codec_options"].get("codec", "bodybatch") == "bodybatch" else None
+    # The bodybatch codec takes the stored grid integers as they are when its grid is
+    # the file's (the default 0.5 mm): no divide and round again (same output bytes).
+    keep_grid = ("vertices", "vertex_uncertainties") if structures is not None else ()
+    reader = read_predictions(spec["input_path"], allow_pickle=spec["allow_pickle"], keep_grid=keep_grid)
     metadata = to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
     tracks = dict(spec["tracks"])
     min_length = tracks.pop("min_length")
     splitter = make_splitter(tracks.pop("mode"), min_length=min_length, **tracks)
     writers, done, dropped = {}, {}, []
-    structures = {} if spec["codec_options"].get("codec", "bodybatch") == "bodybatch" else None
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def close(key):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bodybatch._streams import _StreamError, _iter_raw_frames, _read_object
+from bodybatch.codec.quantize import GridValues
 from bodybatch.errors import BodybatchError, FormatError
 
 __all__ = ["read_predictions", "PredictionReader", "PredictionHeader", "load_vertex_order"]
@@ -163,7 +164,7 @@ def _find_metadata(f, header_end, data_start):
     return header_end + found
 
 
-def _unquantize(packed, axis, name):
+def _unquantize(packed, axis, name, grid=False):
     """``[diffs, factor]`` -> cumsum(diffs, axis) / factor, bit-identical to bodycompress.
 
     int64 cumsum, float64 division, float32 result when max |cumsum| <= 2**24 (exact),
@@ -186,6 +187,8 @@ def _unquantize(packed, axis, name):
         cumsum = diffs.astype(np.int64)  # then accumulate in place: 4x faster than dtype=int64
         np.cumsum(cumsum, axis=axis, out=cumsum)
     if cumsum.size == 0 or max(int(cumsum.max()), -int(cumsum.min())) <= 1 << 24:
+        if grid:  # the integers themselves, for a codec on the same grid
+            return GridValues(cumsum.astype(np.int32, copy=False), factor)
         out = np.empty(cumsum.shape, np.float32)
         if math.frexp(factor)[0] == 0.5:  # factor = 2**k: exact in float32, same bits
             out[...] = cumsum
@@ -197,12 +200,15 @@ def _unquantize(packed, axis, name):
 
 def _permute(frame, key, inverse, axis):
     values = frame[key]
+    grid = values if isinstance(values, GridValues) else None
+    values = grid.indices if grid is not None else values
     if not isinstance(values, np.ndarray) or values.ndim < -axis:
         raise FormatError(f"{key!r} is not an array of >= {-axis} dims")
     if values.shape[axis] != inverse.size:
         n_found = values.shape[axis]
         raise FormatError(f"vertex_order has {inverse.size} vertices, {key!r} has {n_found}")
-    frame[key] = np.take(values, inverse, axis=axis)
+    values = np.take(values, inverse, axis=axis)
+    frame[key] = values if grid is None else GridValues(values, grid.factor)
 
 
 def _to_camera(camera):
@@ -233,6 +239,11 @@ class PredictionReader:
     allow_pickle : bool
         Unpickle object arrays stored in the file. That runs code from the file: only
         for trusted files. Otherwise such arrays raise FormatError.
+    keep_grid : iterable of str
+        Quantized fields (``vertices``, ``joints``, ``vertex_uncertainties``,
+        ``joint_uncertainties``) to return as :class:`bodybatch.codec.quantize.GridValues`
+        (the stored integers and their factor) instead of float arrays, for consumers
+        that quantize again; ``np.asarray`` of one gives the same floats.
 
     Attributes
     ----------
@@ -250,8 +261,9 @@ class PredictionReader:
         FileNotFoundError and other OSErrors propagate unchanged.
     """
 
-    def __init__(self, path, *, decode_camera=False, allow_pickle=False):
+    def __init__(self, path, *, decode_camera=False, allow_pickle=False, keep_grid=()):
         self.path = Path(path)
+        self._keep_grid = frozenset(keep_grid)
         self._decode_camera, self._allow_pickle = bool(decode_camera), bool(allow_pickle)
         self._closed, self._live = False, weakref.WeakSet()
         if self._decode_camera:
@@ -340,7 +352,7 @@ class PredictionReader:
             for name, axis in _QD_FIELDS:
                 packed = frame.pop("qd_" + name, _MISSING)
                 if packed is not _MISSING:
-                    frame[name] = _unquantize(packed, axis, name)
+                    frame[name] = _unquantize(packed, axis, name, name in self._keep_grid)
             inverse = self._inverse_order
             if isinstance(inverse, str):  # "auto": by vertex count, like bodycompress
                 vertices = frame.get("vertices")
@@ -376,10 +388,10 @@ class PredictionReader:
                 f"compression={h.compression!r}, frames={h.length})")  # fmt: skip
 
 
-def read_predictions(path, *, decode_camera=False, allow_pickle=False):
+def read_predictions(path, *, decode_camera=False, allow_pickle=False, keep_grid=()):
     """Open a bodycompress prediction file: a :class:`PredictionReader` (see there).
 
     ``len(reader)`` is the frame count; iterating yields one dict per frame. The header
     and metadata are read and checked now (FormatError naming the path), frames lazily.
     """
-    return PredictionReader(path, decode_camera=decode_camera, allow_pickle=allow_pickle)
+    return PredictionReader(path, decode_camera=decode_camera, allow_pickle=allow_pickle, keep_grid=keep_grid)

@@ -16,6 +16,7 @@ from bodybatch._trackdata import Schema, concat_blocks, normalize_block, slice_b
 from bodybatch._trackreader import TrackReader
 from bodybatch._version import __version__
 from bodybatch.codec import get_codec
+from bodybatch.codec.quantize import GridValues
 from bodybatch.errors import FormatError, TrackError
 
 __all__ = ["write_track", "open_track", "TrackWriter", "TrackReader", "TrackInfo"]
@@ -164,6 +165,8 @@ class TrackWriter:
         for k, v in row.items():
             if k == "camera":
                 block[k] = [v]
+            elif isinstance(v, GridValues):
+                block[k] = v[None]
             elif v is not None:
                 block[k] = np.asarray(v)[None]
         self.extend(block)

@@ -216,6 +216,28 @@ def test_bodycompress_written_files(tmp_path, compression, n_vertices, vertex_or
         assert np.abs(diff).max() <= 0.00025 + 1e-6
 
 
+@pytest.mark.parametrize("vertex_order", ["auto", "custom", None])
+def test_keep_grid_gives_the_same_values(tmp_path, corpus_dir, vertex_order):
+    """keep_grid hands out the stored integers (GridValues) that stand for exactly the
+    floats the plain reader returns, vertex orders applied."""
+    from bodybatch.codec.quantize import GridValues
+
+    if vertex_order == "custom":
+        vertex_order = np.random.default_rng(2).permutation(6890)
+    path = write_bodycompress(tmp_path / "p.xz", list(body_frames(3, 6890)), vertex_order=vertex_order)
+    fields = ("vertices", "vertex_uncertainties")
+    for source in (path, corpus_dir / "nlf_xz_0000.xz"):
+        plain = read_predictions(source)
+        grid = read_predictions(source, keep_grid=fields)
+        for a, b in zip(plain, grid):
+            for name in fields:
+                assert isinstance(b[name], GridValues)
+                values = np.asarray(b[name])
+                assert values.dtype == a[name].dtype and np.array_equal(values, a[name])
+                assert np.array_equal(np.asarray(b[name][0]), a[name][0])
+            assert np.array_equal(b["joints"], a["joints"])  # not asked for: floats
+
+
 def test_decode_camera(tmp_path):
     path = write_bodycompress(tmp_path / "p.xz", body_frames(2, 50), compression="zstd")
     ours = iterate(path, decode_camera=True)

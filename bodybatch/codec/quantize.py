@@ -13,7 +13,45 @@ import numpy as np
 from bodybatch.codec.predict import MAX_ABS_VALUE
 from bodybatch.errors import TrackError
 
-__all__ = ["quantize", "quantize_into", "dequantize", "check_step"]
+__all__ = ["GridValues", "quantize", "quantize_into", "dequantize", "check_step"]
+
+
+class GridValues:
+    """Values known to lie on a grid: integer ``indices`` and ``factor`` (grid steps
+    per unit), standing for ``indices / factor``.
+
+    The prediction reader hands these out on request (its values come from integers),
+    so that a codec with the same grid copies the integers instead of dividing and
+    rounding again. Anything else sees float arrays: ``np.asarray(g)`` gives
+    ``indices / factor`` as float32 (exact: |indices| <= 2**24 is required).
+    Indexing indexes the integers.
+    """
+
+    __slots__ = ("indices", "factor")
+
+    def __init__(self, indices, factor):
+        self.indices, self.factor = indices, float(factor)
+
+    shape = property(lambda self: self.indices.shape)
+    ndim = property(lambda self: self.indices.ndim)
+    dtype = property(lambda self: np.dtype(np.float32))  # what it stands for
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        return GridValues(self.indices[key], self.factor)
+
+    def __array__(self, dtype=None, copy=None):
+        values = dequantize(self.indices, self.factor, 1 << 24)
+        return values if dtype is None else values.astype(dtype)
+
+    @staticmethod
+    def concatenate(parts):
+        """Concatenate along the first axis; GridValues when all share one factor."""
+        if all(isinstance(p, GridValues) for p in parts) and len({p.factor for p in parts}) == 1:
+            return GridValues(np.concatenate([p.indices for p in parts]), parts[0].factor)
+        return np.concatenate([np.asarray(p) for p in parts])
 
 
 def check_step(step_mm):
@@ -105,6 +143,11 @@ def quantize_into(values, factor, name, out):
     error : float
         Largest |grid value - input| in the input's unit.
     """
+    if isinstance(values, GridValues):
+        if values.factor == factor:  # already on this grid: copy the integers
+            out[...] = values.indices
+            return (int(np.abs(values.indices).max()) if values.indices.size else 0), 0.0
+        values = np.asarray(values)
     values = np.asarray(values)
     if values.size == 0:
         return 0, 0.0
