@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bodybatch._streams import _StreamError, _iter_raw_frames, _read_object
-from bodybatch.codec.quantize import GridValues
+from bodybatch.codec.quantize import GridValues, dequantize
 from bodybatch.errors import BodybatchError, FormatError
 
 __all__ = ["read_predictions", "PredictionReader", "PredictionHeader", "load_vertex_order"]
@@ -167,8 +167,9 @@ def _find_metadata(f, header_end, data_start):
 def _unquantize(packed, axis, name, grid=False):
     """``[diffs, factor]`` -> cumsum(diffs, axis) / factor, bit-identical to bodycompress.
 
-    int64 cumsum, float64 division, float32 result when max |cumsum| <= 2**24 (exact),
-    else float64.
+    Integer cumsum (int32 when no partial sum can overflow, else int64), then
+    :func:`~bodybatch.codec.quantize.dequantize`: float32 when max |cumsum| <= 2**24
+    (exact), else float64. With ``grid``, exact results come back as GridValues.
     """
     if not (isinstance(packed, list) and len(packed) == 2):
         raise FormatError(f"qd_{name} is not a [diffs, factor] pair")
@@ -186,16 +187,10 @@ def _unquantize(packed, axis, name, grid=False):
     else:
         cumsum = diffs.astype(np.int64)  # then accumulate in place: 4x faster than dtype=int64
         np.cumsum(cumsum, axis=axis, out=cumsum)
-    if cumsum.size == 0 or max(int(cumsum.max()), -int(cumsum.min())) <= 1 << 24:
-        if grid:  # the integers themselves, for a codec on the same grid
-            return GridValues(cumsum.astype(np.int32, copy=False), factor)
-        out = np.empty(cumsum.shape, np.float32)
-        if math.frexp(factor)[0] == 0.5:  # factor = 2**k: exact in float32, same bits
-            out[...] = cumsum
-            out *= np.float32(1.0 / factor)
-            return out
-        return np.divide(cumsum, factor, out=out, dtype=np.float64, casting="unsafe")
-    return np.divide(cumsum, factor, dtype=np.float64)
+    max_abs = max(int(cumsum.max()), -int(cumsum.min())) if cumsum.size else 0
+    if grid and max_abs <= 1 << 24:  # the integers themselves, for a codec on the same grid
+        return GridValues(cumsum.astype(np.int32, copy=False), factor)
+    return dequantize(cumsum, factor, max_abs)
 
 
 def _permute(frame, key, inverse, axis):

@@ -65,8 +65,8 @@ def activity_classes(res, n_classes=N_CLASSES):
         if hi - lo < _CLASSED_POINTS:
             continue
         act = np.empty(hi - lo, np.int64)
-        for a in range(lo, hi, 512):  # per cache-sized block; all D summed, then minus the 4th
-            b = np.abs(res[a : min(hi, a + 512), 1:])
+        for a in range(lo, hi, predict.BLOCK_POINTS):  # all D summed, then minus the 4th
+            b = np.abs(res[a : min(hi, a + predict.BLOCK_POINTS), 1:])
             act[a - lo : a - lo + len(b)] = b.reshape(len(b), -1).sum(axis=1)
             if b.shape[2] > 3:
                 act[a - lo : a - lo + len(b)] -= b[:, :, 3:].sum(axis=(1, 2))

@@ -92,21 +92,22 @@ def encode_residuals(x, structure, window, max_abs=None):
     # Gathers of whole points (D values at once) reorder and transpose, per block of
     # points so that the writes stay local.
     points, stored = _units(np.ascontiguousarray(x, dtype)), _units(xe)
-    for a in range(0, n, _BLOCK_POINTS):
-        b = min(n, a + _BLOCK_POINTS)
+    for a in range(0, n, BLOCK_POINTS):
+        b = min(n, a + BLOCK_POINTS)
         stored[a:b] = points[:, structure.order[a:b]].T
     res = np.empty((n, n_frames, d), dtype)
     # Everything below is local to a point and its parents: done per block of points
     # small enough to stay in cache (measured 1.7x faster than whole-array passes).
     for lo, hi, window_ in _merge_ranges(level_windows(n, window)):
-        for a in range(lo, hi, _BLOCK_POINTS):
-            b = min(hi, a + _BLOCK_POINTS)
+        for a in range(lo, hi, BLOCK_POINTS):
+            b = min(hi, a + BLOCK_POINTS)
             _encode_block(xe, structure.parents[a:b], res[a:b], a, window_, m)
     return res
 
 
-#: Points per block in :func:`encode_residuals` (64 frames x 4 int32: 512 KiB a block).
-_BLOCK_POINTS = 512
+#: Points per block of the encoder's per-point work (64 frames x 4 int32: 512 KiB a
+#: block), small enough to stay in cache.
+BLOCK_POINTS = 512
 
 
 def _encode_block(xe, parents, res, a, window, m):

@@ -147,7 +147,6 @@ def quantize_into(values, factor, name, out):
         if values.factor == factor:  # already on this grid: copy the integers
             out[...] = values.indices
             return (int(np.abs(values.indices).max()) if values.indices.size else 0), 0.0
-        values = np.asarray(values)
     values = np.asarray(values)
     if values.size == 0:
         return 0, 0.0
