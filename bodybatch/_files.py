@@ -1,9 +1,13 @@
-"""Small file helpers shared by the planner, the jobs and the audit."""
+"""Small file helpers shared by the planner, the jobs, the manifest, the audit and
+the CLI."""
 
 import hashlib
+import os
 from pathlib import Path
 
-__all__ = ["file_sha256", "is_inside"]
+from bodybatch.errors import OutputError
+
+__all__ = ["file_sha256", "is_inside", "write_atomically"]
 
 
 def file_sha256(path, block=1 << 20):
@@ -22,3 +26,26 @@ def is_inside(path, root):
         return True
     except ValueError:
         return False
+
+
+def write_atomically(path, write, what="", make_parents=False):
+    """Write a whole file through ``write(f)`` (``f`` open in binary mode) to a
+    temporary name beside ``path``, fsync it and rename it into place, so that
+    ``path`` is complete or untouched. On OSError the temporary is removed and an
+    OutputError names ``path`` (and ``what`` it is)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputError(f"{path}: cannot write{' ' + what if what else ''} ({exc.strerror})") from exc

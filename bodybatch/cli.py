@@ -86,12 +86,11 @@ def cmd_inspect(args):
 
 
 def cmd_export(args):
-    import os
     from pathlib import Path
 
     import numpy as np
 
-    from bodybatch.errors import OutputError
+    from bodybatch._files import write_atomically
     from bodybatch.trackfile import open_track
 
     with open_track(args.track) as reader:
@@ -100,16 +99,7 @@ def cmd_export(args):
     flat = {k: v for k, v in arrays.items() if k != "camera"}
     flat.update({f"camera_{k}": v for k, v in arrays.get("camera", {}).items()})
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **flat)
-        os.replace(tmp, out)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OutputError(f"{out}: cannot write ({exc.strerror})") from exc
+    write_atomically(out, lambda f: np.savez(f, **flat))
     _print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(flat.items())))
     return 0
 

@@ -8,11 +8,11 @@ bytes. See the README for the schema.
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
-from bodybatch.errors import FormatError, OutputError
+from bodybatch._files import write_atomically
+from bodybatch.errors import FormatError
 
 __all__ = ["ROW_FIELDS", "read_manifest", "ManifestWriter", "rows_by_video", "row_sort_key", "dumps_row", "to_jsonable"]
 
@@ -126,20 +126,7 @@ class ManifestWriter:
 
     def flush(self):
         """Write all rows to a temporary file beside the manifest and rename it."""
-        text = "".join(dumps_row(r) + "\n" for r in self.rows())
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise OutputError(f"{self.path}: cannot write manifest ({exc.strerror})") from exc
+        data = "".join(dumps_row(r) + "\n" for r in self.rows()).encode("utf-8")
+        write_atomically(self.path, lambda f: f.write(data), "manifest", make_parents=True)
         self._last_flush = time.monotonic()
         self._dirty = False
