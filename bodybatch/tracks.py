@@ -230,7 +230,7 @@ class AssociateSplitter(Splitter):
     gate: ``GATE_FIRST * gate_mm`` one frame after its last match, growing linearly to
     ``gate_mm`` ``GATE_RAMP_FRAMES`` frames later (a newcomer next to a person missed
     for one frame must not take over that person's track).
-    :func:`scipy.optimize.linear_sum_assignment` picks the most matches, then the least
+    An optimal assignment (Hungarian method) picks the most matches, then the least
     total cost. Unmatched detections start new tracks, keyed 0, 1, 2... in order of
     creation (by detection index within a frame); a track unmatched for more than
     ``max_gap`` consecutive frames ends.
@@ -290,7 +290,7 @@ class AssociateSplitter(Splitter):
 
     def _match_tracks(self, keys, joints, t):
         """{detection row of ``joints``: track key} by gated optimal assignment."""
-        from scipy.optimize import linear_sum_assignment
+        from bodybatch._assignment import min_cost_assignment
 
         d = self.DAMPING
         gaps = np.array([t - self._tracks[k][2] for k in keys], np.float64)
@@ -303,7 +303,7 @@ class AssociateSplitter(Splitter):
         allowed = cost <= (self.gate_mm * np.minimum(ramp, 1.0))[:, None]
         # A forbidden pair costs more than any set of allowed ones: most matches first.
         forbidden = self.gate_mm * (min(cost.shape) + 1)
-        rows, cols = linear_sum_assignment(np.where(allowed, cost, forbidden))
+        rows, cols = min_cost_assignment(np.where(allowed, cost, forbidden))
         return {int(c): keys[r] for r, c in zip(rows, cols) if allowed[r, c]}
 
     def finish(self):

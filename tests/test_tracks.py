@@ -366,3 +366,44 @@ def test_config_defaults_are_accepted():
         splitter = make_splitter(mode, **{k: v for k, v in options.items() if k != "mode"})
         assert splitter.min_length == options["min_length"]
     assert set(SCHEMA["tracks.mode"][0]) == set(TRACK_MODES)
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def _brute_force_min_cost(cost):
+    """Smallest total cost over all complete matchings, by enumeration."""
+    import itertools
+
+    n, m = cost.shape
+    if n > m:
+        return _brute_force_min_cost(cost.T)
+    return min((sum(cost[i, j] for i, j in enumerate(cols)) for cols in itertools.permutations(range(m), n)),
+               default=0.0)  # fmt: skip
+
+
+def test_min_cost_assignment_is_optimal_against_enumeration():
+    from bodybatch._assignment import min_cost_assignment
+
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        n, m = rng.integers(0, 6, size=2)
+        if trial % 3 == 0:
+            cost = rng.integers(0, 3, (n, m)).astype(float)  # many ties
+        else:
+            cost = rng.random((n, m)) * 100
+        if trial % 5 == 0:
+            cost[cost > 60] = 1e6  # forbidden pairs, as tracking uses them
+        rows, cols = min_cost_assignment(cost)
+        assert len(rows) == len(cols) == min(n, m)
+        assert np.all(np.diff(rows) > 0) and len(set(cols.tolist())) == len(cols)
+        assert cost[rows, cols].sum() == pytest.approx(_brute_force_min_cost(cost), abs=1e-6), cost
+
+
+def test_min_cost_assignment_rejects_bad_costs():
+    from bodybatch._assignment import min_cost_assignment
+
+    with pytest.raises(ValueError, match="2-D"):
+        min_cost_assignment(np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        min_cost_assignment(np.array([[0.0, np.inf]]))
