@@ -12,6 +12,8 @@ component by :mod:`bodybatch.codec.entropy`. Boxes and cameras are stored
 losslessly.
 """
 
+import weakref
+
 import numpy as np
 
 from bodybatch.codec import entropy, predict, quantize
@@ -133,6 +135,10 @@ def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where
     return res
 
 
+#: VertexStructure -> its coded (curve, steps) header streams, while it is in use.
+_CODED_STRUCTURES = weakref.WeakKeyDictionary()
+
+
 class BodybatchCodec:
     """Space-time predictive codec for person tracks.
 
@@ -230,13 +236,17 @@ class BodybatchCodec:
         """Layout -> msgpack-ready map (structure as compact coded integer arrays)."""
         out = {}
         for group, g in layout.items():
-            curve, steps = structure_to_arrays(g["structure"])
+            coded = _CODED_STRUCTURES.get(g["structure"])
+            if coded is None:  # tracks of one video share a structure: code it once
+                curve, steps = structure_to_arrays(g["structure"])
+                coded = entropy.encode_numbers(curve, delta=True), entropy.encode_numbers(steps)
+                _CODED_STRUCTURES[g["structure"]] = coded
             out[group] = {
                 "n_points": g["n_points"],
                 "n_dims": g["n_dims"],
                 "n_parents": g["structure"].n_parents,
-                "curve": entropy.encode_numbers(curve, delta=True),
-                "steps": entropy.encode_numbers(steps),
+                "curve": coded[0],
+                "steps": coded[1],
             }
         return out
 

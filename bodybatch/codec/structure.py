@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: hashable, cacheable
 class VertexStructure:
     """Order and parents for hierarchical prediction of N points.
 
