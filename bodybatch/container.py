@@ -13,6 +13,7 @@ by :meth:`ContainerWriter.commit`, so a final path never holds a partial file.
 Every read is bounded by the file size and by fixed limits, and checked by CRC32.
 """
 
+import hashlib
 import os
 import struct
 import zlib
@@ -91,6 +92,7 @@ class ContainerWriter:
         self._chunks = []
         self._header_written = False
         self.bytes_written = 0
+        self._sha256 = hashlib.sha256()
 
     def _write(self, data):
         try:
@@ -98,7 +100,13 @@ class ContainerWriter:
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: write failed ({exc.strerror})") from exc
+        self._sha256.update(data)
         self.bytes_written += len(data)
+
+    @property
+    def sha256(self):
+        """Hex SHA-256 of the bytes written so far (of the whole file after commit)."""
+        return self._sha256.hexdigest()
 
     def write_header(self, header):
         """Write the preamble and header map (once, before any chunk)."""

@@ -178,7 +178,7 @@ def _ok_row(spec, out_root, key, info, input_info, metadata, tracking):
     return {
         "path": path.relative_to(os.path.realpath(out_root)).as_posix(),
         "status": "ok",
-        "sha256": file_sha256(path),
+        "sha256": info.sha256 or file_sha256(path),
         "bytes": info.bytes,
         "raw_bytes": info.raw_bytes,
         "ratio": round(info.ratio, 4),

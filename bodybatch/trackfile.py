@@ -28,7 +28,8 @@ class TrackInfo:
 
     ``raw_bytes`` is the float32 size of all stored arrays (4 bytes per value);
     ``max_abs_error_mm`` the largest quantization error over coordinates (mm) and
-    uncertainties (converted to mm).
+    uncertainties (converted to mm); ``sha256`` the file's hex digest, hashed while
+    writing (None when the writer cannot tell).
     """
 
     path: str
@@ -40,6 +41,7 @@ class TrackInfo:
     max_abs_error_mm: float
     encode_seconds: float
     codec: dict = field(default_factory=dict)
+    sha256: str = None
 
     @property
     def ratio(self):
@@ -108,6 +110,10 @@ class _ContainerBackend:
             "fields": schema.fields if schema else [],
         }
         return self.writer.commit(index)
+
+    @property
+    def sha256(self):
+        return self.writer.sha256
 
     def abort(self):
         self.writer.abort()
@@ -229,6 +235,7 @@ class TrackWriter:
             max_abs_error_mm=float(getattr(self._backend, "max_error", 0.0)),
             encode_seconds=round(self._seconds, 6),
             codec=self.codec.get_config(),
+            sha256=getattr(self._backend, "sha256", None),
         )
         return self.info
 

@@ -1,5 +1,9 @@
 """Test helpers shared by the test modules (imported, not collected)."""
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 
 import bodybatch
@@ -52,6 +56,9 @@ def check_track_roundtrip(path, track, metadata=None, **options):
     info = bodybatch.write_track(path, track, metadata, **options)
     n = len(track["vertices"] if "vertices" in track else track["joints"])
     assert info.n_frames == n
+    assert info.bytes == os.path.getsize(path)
+    if info.sha256 is not None:  # hashed while writing: must be the file's
+        assert info.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
     with bodybatch.open_track(path) as reader:
         assert len(reader) == n
         arrays = reader.to_arrays()
