@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bodybatch._assignment import min_cost_assignment
 from bodybatch.errors import ConfigError, FormatError
 
 __all__ = ["TRACK_MODES", "TrackUpdate", "Splitter", "AssociateSplitter", "make_splitter"]
@@ -250,7 +251,7 @@ class AssociateSplitter(Splitter):
     def __init__(self, min_length, max_gap, gate_mm):
         super().__init__(min_length)
         self.max_gap, self.gate_mm = max_gap, gate_mm
-        self._tracks = {}  # key -> [last joints (J, 3) mm, velocity (3,) mm/frame, last t]
+        self._tracks = {}  # key -> [joints (J, 3) mm, velocity (3,) mm/frame, t, centroid (3,) mm]
         self._next_key = 0
         self._n_joints = None
 
@@ -272,16 +273,17 @@ class AssociateSplitter(Splitter):
         keys = list(self._tracks)
         matches = self._match_tracks(keys, joints[usable], t) if keys and len(usable) else {}
         assignments = []
+        centroids = joints[usable].mean(axis=1) if len(usable) else None
         for c, i in enumerate(usable.tolist()):
             key = matches.get(c)
             if key is None:
                 key, self._next_key = self._next_key, self._next_key + 1
-                self._tracks[key] = [joints[i], np.zeros(3), t]
+                self._tracks[key] = [joints[i], np.zeros(3), t, centroids[c]]
             else:
-                last, velocity, last_t = self._tracks[key]
-                step = (joints[i].mean(axis=0) - last.mean(axis=0)) / (t - last_t)
+                _, velocity, last_t, last_centroid = self._tracks[key]
+                step = (centroids[c] - last_centroid) / (t - last_t)
                 velocity = self.SMOOTHING * step + (1 - self.SMOOTHING) * velocity
-                self._tracks[key] = [joints[i], velocity, t]
+                self._tracks[key] = [joints[i], velocity, t, centroids[c]]
             assignments.append((key, i))
         ended = [k for k in keys if t - self._tracks[k][2] > self.max_gap]
         for key in ended:
@@ -290,8 +292,6 @@ class AssociateSplitter(Splitter):
 
     def _match_tracks(self, keys, joints, t):
         """{detection row of ``joints``: track key} by gated optimal assignment."""
-        from bodybatch._assignment import min_cost_assignment
-
         d = self.DAMPING
         gaps = np.array([t - self._tracks[k][2] for k in keys], np.float64)
         reach = gaps if d == 1 else d * (1 - d**gaps) / (1 - d)  # damped frames of motion
