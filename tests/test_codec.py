@@ -292,3 +292,33 @@ def test_grid_values_encode_to_the_same_bytes(tmp_path, corpus_dir):
                         writer.append({k: frame[k][0] for k in fields}, frame_index=t)
             sizes.append(out.read_bytes())
         assert sizes[0] == sizes[1] and len(sizes[0]) > 1000
+
+
+def test_job_row_buffer_writes_the_same_bytes_and_reports_bad_rows(tmp_path, track):
+    """The batch job hands rows to writers a block at a time (bodybatch.job._RowBuffer):
+    same file as row-by-row appends, with grid values or floats; rows that do not stack
+    fall back to row-by-row appends, so the writer's precise error comes out."""
+    from bodybatch.codec.quantize import GridValues
+    from bodybatch.job import _RowBuffer
+
+    n = len(track["vertices"])
+    rows = [{k: v[i] for k, v in track.items()} for i in range(n)]
+    with bodybatch.TrackWriter(tmp_path / "rows.xz", {"m": 1}, chunk_size=8) as w:
+        for i, row in enumerate(rows):
+            w.append(row, frame_index=2 * i)
+    for name, as_grid in (("floats", False), ("grid", True)):
+        buffer = _RowBuffer(bodybatch.TrackWriter(tmp_path / f"{name}.xz", {"m": 1}, chunk_size=8), size=5)
+        for i, row in enumerate(rows):
+            if as_grid:  # the values are on the 0.5 mm grid already
+                row = dict(row, vertices=GridValues(np.round(row["vertices"] * 2).astype(np.int32), 2.0))
+            buffer.add(row, 2 * i)
+            assert len(buffer) == i + 1
+        buffer.flush()
+        buffer.writer.close()
+        assert (tmp_path / f"{name}.xz").read_bytes() == (tmp_path / "rows.xz").read_bytes(), name
+    buffer = _RowBuffer(bodybatch.TrackWriter(tmp_path / "bad.xz"), size=4)
+    for i in range(3):
+        buffer.add({"vertices": track["vertices"][i][: 100 if i < 2 else 90]}, i)
+    with pytest.raises(TrackError, match="point counts cannot change"):
+        buffer.flush()
+    assert not (tmp_path / "bad.xz").exists()
