@@ -17,12 +17,7 @@ import weakref
 import numpy as np
 
 from bodybatch.codec import entropy, predict, quantize
-from bodybatch.codec.structure import (
-    build_structure,
-    level_bounds,
-    structure_from_arrays,
-    structure_to_arrays,
-)
+from bodybatch.codec.structure import build_structure, level_bounds, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
 __all__ = ["BodybatchCodec", "POINT_GROUPS"]
@@ -37,7 +32,6 @@ _COARSE_POINTS = 256
 #: Bounds that keep a hostile header from driving allocations.
 MAX_POINTS = 1 << 20
 MAX_CHUNK_ROWS = 1 << 13
-
 
 #: Blocks of at least this many points split their later frames into activity classes.
 _CLASSED_POINTS = 1024
@@ -95,17 +89,20 @@ def _rest_blocks(n_points, classes):
 def _encode_residual_streams(res, classes, level, stream_dtype):
     """(N, T, D) residuals -> list of coded streams (see docs/format.md, chunk layout)."""
     n, n_frames, d = res.shape
+    res = res.astype(stream_dtype, copy=False)  # one pass; the streams are cut from it
     streams = []
     for lo, hi in _blocks(n):
         for c0, c1 in _components(d):
-            streams.append(entropy.encode_numbers(res[lo:hi, 0, c0:c1].astype(stream_dtype), level))
+            streams.append(entropy.encode_numbers(res[lo:hi, 0, c0:c1], level))
     if n_frames < 2:
         return streams
     for lo, hi, perm, bounds in _rest_blocks(n, classes):
-        rb = res[lo:hi] if perm is None else np.take(res[lo:hi], perm, axis=0)
+        # Per component group, the block's rows sorted by class in one contiguous
+        # copy: each class's stream is then a slice of it.
+        parts = [np.ascontiguousarray(res[lo:hi, 1:, c0:c1]) if perm is None
+                 else np.take(res[lo:hi, 1:, c0:c1], perm, axis=0) for c0, c1 in _components(d)]  # fmt: skip
         for a, b in zip(bounds[:-1], bounds[1:]):
-            for c0, c1 in _components(d):
-                streams.append(entropy.encode_numbers(rb[a:b, 1:, c0:c1].astype(stream_dtype), level))
+            streams.extend(entropy.encode_numbers(part[a:b], level) for part in parts)
     return streams
 
 
