@@ -49,23 +49,27 @@ def _components(n_dims):
     return [(0, min(3, n_dims))] + ([(3, n_dims)] if n_dims > 3 else [])
 
 
-def activity_classes(res, n_classes=N_CLASSES):
+def activity_classes(res, n_classes=N_CLASSES, res_abs=None):
     """(N,) uint8 class of each point: quartile of its mean |residual| (coordinates,
     frames 1..) within its block. Points of one class share one residual stream, so
-    each stream gets the distribution of its own body regions (hands vs torso)."""
-    n, n_frames = res.shape[:2]
+    each stream gets the distribution of its own body regions (hands vs torso).
+    ``res_abs``: max |res| when known (int32 sums when they cannot overflow)."""
+    n, n_frames, d = res.shape
     classes = np.zeros(n, np.uint8)
     if n_frames < 2:
         return classes
+    if res_abs is None:
+        res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
+    sum_dtype = np.int32 if (n_frames - 1) * d * res_abs < 2**31 else np.int64  # exact either way
     for lo, hi in _blocks(n):
         if hi - lo < _CLASSED_POINTS:
             continue
         act = np.empty(hi - lo, np.int64)
         for a in range(lo, hi, predict.BLOCK_POINTS):  # all D summed, then minus the 4th
             b = np.abs(res[a : min(hi, a + predict.BLOCK_POINTS), 1:])
-            act[a - lo : a - lo + len(b)] = b.reshape(len(b), -1).sum(axis=1)
-            if b.shape[2] > 3:
-                act[a - lo : a - lo + len(b)] -= b[:, :, 3:].sum(axis=(1, 2))
+            act[a - lo : a - lo + len(b)] = b.reshape(len(b), -1).sum(axis=1, dtype=sum_dtype)
+            if d > 3:
+                act[a - lo : a - lo + len(b)] -= b[:, :, 3:].sum(axis=(1, 2), dtype=sum_dtype)
         edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
         classes[lo:hi] = np.searchsorted(edges, act, side="right")
     return classes
@@ -302,8 +306,8 @@ class BodybatchCodec:
                 unc_abs, err = quantize.quantize_into(chunk[unc], unc_factor, unc, x[:, :, 3])
                 max_abs, max_error = max(max_abs, unc_abs), max(max_error, 1000.0 * err)
             res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
-            classes = activity_classes(res)
             res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
+            classes = activity_classes(res, res_abs=res_abs)
             stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
             streams = _encode_residual_streams(res, classes, self.level, stream_dtype)
             out["points"][group] = {
