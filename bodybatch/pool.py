@@ -3,7 +3,8 @@
 Results stream back as they finish (``return_as="generator_unordered"``); each job
 catches its own errors (:func:`bodybatch.job.run_job`), so one bad video never stops
 the others. Each worker uses one compression thread: N workers x all-cores threads
-would oversubscribe the machine.
+would oversubscribe the machine. Worker processes inherit these settings (and the
+malloc tuning below) through the environment, set before they start.
 """
 
 import contextlib
@@ -15,6 +16,12 @@ __all__ = ["run_jobs", "BACKENDS"]
 
 BACKENDS = ("loky", "dask")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: glibc malloc for the workers: keep freed arrays below 32 MiB in the heap and do
+#: not hand the heap back to the system below 64 MiB. Encoding allocates the same
+#: few-MiB work arrays chunk after chunk; by default each is a fresh mmap whose pages
+#: fault in again (measured on 20 videos: 195k -> 80k page faults, 1.2 -> 0.6 s of
+#: system time, same peak RSS). Other C libraries ignore these variables.
+_MALLOC_VARS = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
 
 
 def run_jobs(specs, n_jobs=2, backend="loky", scheduler=None):
@@ -42,6 +49,8 @@ def run_jobs(specs, n_jobs=2, backend="loky", scheduler=None):
     n_jobs = os.cpu_count() if n_jobs == -1 else n_jobs
     for var in _THREAD_VARS:
         os.environ.setdefault(var, "1")
+    for var, value in _MALLOC_VARS.items():
+        os.environ.setdefault(var, value)
     calls = (delayed(run_job)(spec) for spec in specs)
     if backend == "loky":
         if n_jobs == 1:
