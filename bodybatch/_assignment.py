@@ -1,8 +1,8 @@
 """Optimal assignment (the linear sum assignment problem) for small cost matrices.
 
 Shortest augmenting paths with row and column potentials (the Hungarian method in
-its O(n^2 m) form), vectorized over columns. Tracking needs tracks x detections
-matrices of a few dozen at most, for which this takes microseconds; it replaced
+its O(n^2 m) form), in plain Python. Tracking needs tracks x detections matrices of
+a few dozen at most, for which this takes microseconds; it replaced
 ``scipy.optimize.linear_sum_assignment``, whose import alone cost each worker
 0.1-0.4 s.
 """
