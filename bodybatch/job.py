@@ -131,10 +131,9 @@ def _convert(spec):
     def close(key):
         writer = writers.pop(key)
         if len(writer) >= min_length:
-            writer.flush()
-            done[key] = writer.writer.close()
+            done[key] = writer.close()
         else:
-            writer.writer.abort()
+            writer.abort()
             dropped.append(len(writer))
 
     try:
@@ -160,7 +159,7 @@ def _convert(spec):
                 close(key)
     except BaseException:
         for writer in writers.values():
-            writer.writer.abort()
+            writer.abort()
         raise
     _remove_stale(out_dir, {Path(info.path).name for info in done.values()})
     tracking = {"mode": spec["tracks"]["mode"], "kept": len(done), "dropped_short": len(dropped)}
@@ -198,6 +197,15 @@ class _RowBuffer:
             return
         block["frame_index"] = np.array(frames, np.int64)
         self.writer.extend(block)
+
+    def close(self):
+        """Hand over the last rows, finish the file: the writer's TrackInfo."""
+        self.flush()
+        return self.writer.close()
+
+    def abort(self):
+        self.rows, self.frames = [], []
+        self.writer.abort()
 
 
 def _stack_rows(rows):

@@ -313,8 +313,7 @@ def test_job_row_buffer_writes_the_same_bytes_and_reports_bad_rows(tmp_path, tra
                 row = dict(row, vertices=GridValues(np.round(row["vertices"] * 2).astype(np.int32), 2.0))
             buffer.add(row, 2 * i)
             assert len(buffer) == i + 1
-        buffer.flush()
-        buffer.writer.close()
+        buffer.close()
         assert (tmp_path / f"{name}.xz").read_bytes() == (tmp_path / "rows.xz").read_bytes(), name
     buffer = _RowBuffer(bodybatch.TrackWriter(tmp_path / "bad.xz"), size=4)
     for i in range(3):
