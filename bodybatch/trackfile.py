@@ -9,6 +9,7 @@ decodes at most one chunk. With ``codec="bodycompress"`` it is a file that
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class TrackInfo:
     max_abs_error_mm: float
     encode_seconds: float
     codec: dict = field(default_factory=dict)
-    sha256: str = None
+    sha256: Optional[str] = None
 
     @property
     def ratio(self):

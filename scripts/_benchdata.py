@@ -9,35 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
+from bodybatch._groundtruth import TRACK_FIELDS as FIELDS
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
-FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
 
 
 def gt_tracks(path, min_length=10):
     """Yield (name, track dict) per true person of a prediction file (``NAME.gt.npz``
     beside it gives the person id of every detection, -1 for spurious ones)."""
-    import bodybatch
+    from bodybatch._groundtruth import gt_tracks as tracks_by_id
 
-    gt = np.load(str(path).replace(".xz", ".gt.npz"))
-    ids, counts = gt["ids"], gt["counts"]
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    rows = {}
-    for t, frame in enumerate(bodybatch.read_predictions(path)):
-        for j, pid in enumerate(ids[offsets[t] : offsets[t + 1]]):
-            if pid < 0:
-                continue
-            row = {k: np.asarray(frame[k][j]) for k in FIELDS if k in frame}
-            row["camera"] = frame.get("camera")
-            row["frame_index"] = t
-            rows.setdefault(int(pid), []).append(row)
-    for pid, person in sorted(rows.items()):
-        if len(person) < min_length:
-            continue
-        track = {k: np.stack([r[k] for r in person]) for k in FIELDS if k in person[0]}
-        track["frame_index"] = np.array([r["frame_index"] for r in person])
-        if person[0]["camera"] is not None:
-            track["camera"] = [r["camera"] for r in person]
+    for pid, track in tracks_by_id(path, min_length=min_length).items():
         yield f"{Path(path).stem}/p{pid}", track
 
 

@@ -7,35 +7,8 @@ from pathlib import Path
 import numpy as np
 
 import bodybatch
-
-FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
-
-
-def gt_tracks(path, min_length=2, max_frames=None):
-    """{person id: track dict} cut from a prediction file by its ground-truth ids."""
-    gt = np.load(str(path).replace(".xz", ".gt.npz"))
-    ids, counts = gt["ids"], gt["counts"]
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    rows = {}
-    for t, frame in enumerate(bodybatch.read_predictions(path)):
-        if max_frames is not None and t >= max_frames:
-            break
-        for j, pid in enumerate(ids[offsets[t] : offsets[t + 1]]):
-            if pid < 0:
-                continue
-            row = {k: np.array(frame[k][j]) for k in FIELDS if k in frame}
-            row["camera"] = frame.get("camera")
-            row["frame_index"] = t
-            rows.setdefault(int(pid), []).append(row)
-    out = {}
-    for pid, person in sorted(rows.items()):
-        if len(person) < min_length:
-            continue
-        track = {k: np.stack([r[k] for r in person]) for k in FIELDS if k in person[0]}
-        track["frame_index"] = np.array([r["frame_index"] for r in person])
-        track["camera"] = [r["camera"] for r in person]
-        out[pid] = track
-    return out
+from bodybatch._groundtruth import TRACK_FIELDS as FIELDS
+from bodybatch._groundtruth import gt_tracks  # noqa: F401  (for the test modules)
 
 
 def grid(values, step_mm, unit_scale=1.0):

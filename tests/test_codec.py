@@ -120,15 +120,25 @@ def test_integer_predictor_is_exact_and_integer_only():
             np.testing.assert_array_equal(out, x)
 
 
-def test_codec_config_roundtrip():
-    for name in ("bodybatch", "bodycompress"):
-        codec = get_codec(name)
-        config = codec.get_config()
-        assert config["id"] == name
-        import json
+@pytest.mark.parametrize("name, options", [("bodybatch", {"quantization_mm": 1.0, "window": 3}),
+                                           ("bodycompress", {"compression": "zstd"})])  # fmt: skip
+def test_codec_config_roundtrip(name, options):
+    import json
 
-        again = get_codec(json.loads(json.dumps(config)))
-        assert again.get_config() == config
+    codec = get_codec(name, **options)
+    config = json.loads(json.dumps(codec.get_config()))  # JSON-safe
+    assert config["id"] == name and all(config[k] == v for k, v in options.items())
+    assert get_codec(config).get_config() == config
+    assert type(codec).from_config(config).get_config() == config
+    assert type(codec).from_config(dict(config, format_version=[1, 0])).get_config() == config
+    with pytest.raises(TrackError, match=f"bad options for codec '{name}'.*bogus"):
+        type(codec).from_config(dict(config, bogus=1))
+    other = "bodycompress" if name == "bodybatch" else "bodybatch"
+    with pytest.raises(TrackError, match=f"not for codec '{name}'"):
+        type(codec).from_config(dict(config, id=other))
+
+
+def test_codec_ids_and_option_errors():
     with pytest.raises(TrackError, match="allowed: bodybatch, bodycompress"):
         get_codec("gzip")
     with pytest.raises(TrackError, match="chunk_size"):

@@ -43,7 +43,21 @@ def get_codec(codec="bodybatch", **options):
         cls = BodycompressCodec
     else:
         raise TrackError(f"unknown codec {name!r}; allowed: {', '.join(CODEC_IDS)}")
+    return _construct(cls, options)
+
+
+def _construct(cls, options):
     try:
         return cls(**options)
     except TypeError as exc:
-        raise TrackError(f"bad options for codec {name!r}: {exc}") from None
+        raise TrackError(f"bad options for codec {cls.codec_id!r}: {exc}") from None
+
+
+def _codec_from_config(cls, config):
+    """``cls.from_config``: a codec of class ``cls`` from its ``get_config()`` dict
+    (``format_version``, which files record beside the options, is ignored)."""
+    config = dict(config)
+    if config.pop("id", cls.codec_id) != cls.codec_id:
+        raise TrackError(f"config is not for codec {cls.codec_id!r}")
+    config.pop("format_version", None)
+    return _construct(cls, config)

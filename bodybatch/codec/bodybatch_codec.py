@@ -16,7 +16,7 @@ import weakref
 
 import numpy as np
 
-from bodybatch.codec import entropy, predict, quantize
+from bodybatch.codec import _codec_from_config, entropy, predict, quantize
 from bodybatch.codec.structure import build_structure, level_bounds, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
@@ -181,14 +181,7 @@ class BodybatchCodec:
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if config.pop("id", cls.codec_id) != cls.codec_id:
-            raise TrackError(f"config is not for codec {cls.codec_id!r}")
-        config.pop("format_version", None)
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise TrackError(f"bad options for codec 'bodybatch': {exc}") from None
+        return _codec_from_config(cls, config)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")

@@ -16,7 +16,7 @@ import lzma
 import numpy as np
 
 from bodybatch import _msgpack
-from bodybatch.codec import quantize
+from bodybatch.codec import _codec_from_config, quantize
 from bodybatch.errors import TrackError
 
 __all__ = ["BodycompressCodec", "HEADER_PADDING"]
@@ -62,10 +62,7 @@ class BodycompressCodec:
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if config.pop("id", cls.codec_id) != cls.codec_id:
-            raise TrackError(f"config is not for codec {cls.codec_id!r}")
-        return cls(**config)
+        return _codec_from_config(cls, config)
 
     def compress(self, data):
         """One standalone compressed stream (header, metadata)."""
