@@ -154,6 +154,9 @@ class TrackWriter:
         self._schema = None
         self._frames = []
         self._n_rows = 0
+        self._rows = None  # a _RowBlock of appended rows not yet handed to the backend
+        self._row_signature = None  # fields and shapes of a row known to be valid
+        self._block_rows = getattr(self.codec, "chunk_size", 64)
         self._seconds = 0.0
         self._closed = False
         self.info = None
@@ -166,22 +169,44 @@ class TrackWriter:
 
     def append(self, frame=None, **fields):
         """Append one row: a frame dict and/or keyword fields with per-row shapes
-        (``vertices (V,3)``, ``frame_index`` int, ``camera`` dict or object, ...)."""
-        row = dict(frame or {}, **fields)
-        block = {}
-        for k, v in row.items():
-            if k == "camera":
-                block[k] = [v]
-            elif isinstance(v, GridValues):
-                block[k] = v[None]
-            elif v is not None:
-                block[k] = np.asarray(v)[None]
-        self.extend(block)
+        (``vertices (V,3)``, ``frame_index`` int, ``camera`` dict or object, ...).
+
+        Rows go to the encoder a block at a time (``chunk_size`` rows, about 0.1 ms a
+        row less than one by one). A row whose fields or shapes differ from the rows
+        before it is checked at once, so such errors name the row; values (NaN, range,
+        frame order) are checked when the block is written, at the latest by
+        :meth:`close`.
+        """
+        if self._closed:
+            raise TrackError(f"{self.path}: writer is closed")
+        row = {}
+        for k, v in dict(frame or {}, **fields).items():
+            if v is not None:
+                row[k] = v if k == "camera" or isinstance(v, GridValues) else np.asarray(v)
+        signature = _row_signature(row)
+        if signature != self._row_signature:
+            self._flush_rows()
+            self._extend(_RowBlock(row, 1).add(row).block())  # a new kind of row: checked now
+            self._row_signature = signature
+            return
+        if self._rows is None:  # blocks end where chunks end: no rows carried over
+            self._rows = _RowBlock(row, self._block_rows - self._n_rows % self._block_rows)
+        if self._rows.add(row).full:
+            self._flush_rows()
+
+    def _flush_rows(self):
+        rows, self._rows = self._rows, None
+        if rows is not None:
+            self._extend(rows.block())
 
     def extend(self, track):
         """Append many rows given as a dict of stacked ``(T, ...)`` arrays."""
         if self._closed:
             raise TrackError(f"{self.path}: writer is closed")
+        self._flush_rows()
+        self._extend(track)
+
+    def _extend(self, track):
         start = time.perf_counter()
         try:
             block, n_rows = normalize_block(track, f"{self.path}: ")
@@ -210,12 +235,13 @@ class TrackWriter:
         self._seconds += time.perf_counter() - start
 
     def __len__(self):
-        return self._n_rows
+        return self._n_rows + (self._rows.n if self._rows is not None else 0)
 
     def close(self):
         """Finish the file and rename it into place; returns :class:`TrackInfo`."""
         if self._closed:
             return self.info
+        self._flush_rows()  # aborts and raises if the last rows are bad
         start = time.perf_counter()
         frame_index = np.concatenate(self._frames) if self._frames else np.zeros(0, np.int64)
         try:
@@ -242,6 +268,7 @@ class TrackWriter:
 
     def abort(self):
         """Discard everything written so far (no file appears at ``path``)."""
+        self._rows = None
         if not self._closed:
             self._closed = True
             self._backend.abort()
@@ -254,6 +281,51 @@ class TrackWriter:
             self.close()
         else:
             self.abort()
+
+
+def _row_signature(row):
+    """What must match for rows to be stacked: field names, shapes, dtypes, grids."""
+    sig = []
+    for k, v in sorted(row.items()):
+        if k == "camera":
+            sig.append((k,))
+        elif isinstance(v, GridValues):
+            sig.append((k, v.indices.shape, v.indices.dtype.str, v.factor))
+        else:
+            sig.append((k, v.shape, v.dtype.str))
+    return tuple(sig)
+
+
+class _RowBlock:
+    """Rows of one signature copied into preallocated ``(size, ...)`` arrays as they
+    arrive: one copy per row, and later changes to the caller's arrays do not leak in."""
+
+    def __init__(self, row, size):
+        self.n, self.size, self.grids, self.arrays = 0, size, {}, {}
+        self.cameras = [] if "camera" in row else None
+        for k, v in row.items():
+            if isinstance(v, GridValues):
+                self.grids[k], v = v.factor, v.indices
+            if k != "camera":
+                self.arrays[k] = np.empty((size,) + v.shape, v.dtype)
+
+    full = property(lambda self: self.n >= self.size)
+
+    def add(self, row):
+        for k, buffer in self.arrays.items():
+            v = row[k]
+            buffer[self.n] = v.indices if k in self.grids else v
+        if self.cameras is not None:
+            self.cameras.append(row["camera"])
+        self.n += 1
+        return self
+
+    def block(self):
+        block = {k: b[: self.n] if k not in self.grids else GridValues(b[: self.n], self.grids[k])
+                 for k, b in self.arrays.items()}  # fmt: skip
+        if self.cameras is not None:
+            block["camera"] = self.cameras
+        return block
 
 
 def write_track(path, track, metadata=None, **codec_options):

@@ -304,30 +304,39 @@ def test_grid_values_encode_to_the_same_bytes(tmp_path, corpus_dir):
         assert sizes[0] == sizes[1] and len(sizes[0]) > 1000
 
 
-def test_job_row_buffer_writes_the_same_bytes_and_reports_bad_rows(tmp_path, track):
-    """The batch job hands rows to writers a block at a time (bodybatch.job._RowBuffer):
-    same file as row-by-row appends, with grid values or floats; rows that do not stack
-    fall back to row-by-row appends, so the writer's precise error comes out."""
+def test_appended_rows_are_buffered_into_the_same_bytes_and_bad_rows_named(tmp_path, track):
+    """TrackWriter.append hands rows to the encoder a block at a time: the same file as
+    one extend of the whole track, with floats or grid values; appended arrays are
+    copied (changing them afterwards changes nothing); a row of a new shape is checked
+    at once, bad values when their block is written."""
     from bodybatch.codec.quantize import GridValues
-    from bodybatch.job import _RowBuffer
 
     n = len(track["vertices"])
+    whole = dict(track, frame_index=2 * np.arange(n))
+    bodybatch.write_track(tmp_path / "whole.xz", whole, {"m": 1}, chunk_size=8)
     rows = [{k: v[i] for k, v in track.items()} for i in range(n)]
-    with bodybatch.TrackWriter(tmp_path / "rows.xz", {"m": 1}, chunk_size=8) as w:
-        for i, row in enumerate(rows):
-            w.append(row, frame_index=2 * i)
     for name, as_grid in (("floats", False), ("grid", True)):
-        buffer = _RowBuffer(bodybatch.TrackWriter(tmp_path / f"{name}.xz", {"m": 1}, chunk_size=8), size=5)
-        for i, row in enumerate(rows):
-            if as_grid:  # the values are on the 0.5 mm grid already
-                row = dict(row, vertices=GridValues(np.round(row["vertices"] * 2).astype(np.int32), 2.0))
-            buffer.add(row, 2 * i)
-            assert len(buffer) == i + 1
-        buffer.close()
-        assert (tmp_path / f"{name}.xz").read_bytes() == (tmp_path / "rows.xz").read_bytes(), name
-    buffer = _RowBuffer(bodybatch.TrackWriter(tmp_path / "bad.xz"), size=4)
+        with bodybatch.TrackWriter(tmp_path / f"{name}.xz", {"m": 1}, chunk_size=8) as w:
+            scratch = np.empty_like(track["vertices"][0])
+            for i, row in enumerate(rows):
+                scratch[...] = row["vertices"]
+                if as_grid:  # the values are on the 0.5 mm grid already
+                    row = dict(row, vertices=GridValues(np.round(scratch * 2).astype(np.int32), 2.0))
+                else:
+                    row = dict(row, vertices=scratch)
+                w.append(row, frame_index=2 * i)
+                scratch[...] = np.nan  # a caller reusing its buffer
+                assert len(w) == i + 1
+        assert (tmp_path / f"{name}.xz").read_bytes() == (tmp_path / "whole.xz").read_bytes(), name
+    w = bodybatch.TrackWriter(tmp_path / "shape.xz")
     for i in range(3):
-        buffer.add({"vertices": track["vertices"][i][: 100 if i < 2 else 90]}, i)
+        w.append(vertices=track["vertices"][i])
     with pytest.raises(TrackError, match="point counts cannot change"):
-        buffer.flush()
-    assert not (tmp_path / "bad.xz").exists()
+        w.append(vertices=track["vertices"][3][:90])
+    assert not (tmp_path / "shape.xz").exists()
+    w = bodybatch.TrackWriter(tmp_path / "nan.xz")
+    for i in range(3):
+        w.append(vertices=track["vertices"][i] * (np.nan if i == 2 else 1))
+    with pytest.raises(TrackError, match="NaN"):
+        w.close()
+    assert sorted(os.listdir(tmp_path)) == ["floats.xz", "grid.xz", "whole.xz"]
