@@ -56,8 +56,9 @@ class CompatTrackWriter:
                 self.abort()
                 raise OutputError(f"{self.path}: write failed ({exc.strerror})") from exc
 
-    def write(self, block, n_rows, frame_index):
-        """Append ``n_rows`` rows given as stacked arrays (camera: dict of arrays)."""
+    def write(self, block, n_rows, frame_index, owned=False):
+        """Append ``n_rows`` rows given as stacked arrays (camera: dict of arrays),
+        written at once (``owned`` does not matter here)."""
         for i in range(n_rows):
             row = {k: (v[i] if k != "camera" else {ck: cv[i] for ck, cv in v.items()}) for k, v in block.items()}
             row["frame_index"] = int(frame_index[i])

@@ -142,6 +142,15 @@ def slice_block(block, start, stop=None):
     return {k: ({ck: cv[sel] for ck, cv in v.items()} if k == "camera" else v[sel]) for k, v in block.items()}
 
 
+def copy_block(block):
+    """A block that shares no memory with ``block`` (whose arrays the caller may reuse)."""
+
+    def copy(v):
+        return GridValues(v.indices.copy(), v.factor) if isinstance(v, GridValues) else np.array(v)
+
+    return {k: ({ck: copy(cv) for ck, cv in v.items()} if k == "camera" else copy(v)) for k, v in block.items()}
+
+
 def concat_blocks(blocks):
     if len(blocks) == 1:
         return blocks[0]

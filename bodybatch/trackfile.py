@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from bodybatch._trackdata import Schema, concat_blocks, normalize_block, slice_block
+from bodybatch._trackdata import Schema, concat_blocks, copy_block, normalize_block, slice_block
 from bodybatch._trackreader import TrackReader
 from bodybatch._version import __version__
 from bodybatch.codec import get_codec
@@ -78,11 +78,15 @@ class _ContainerBackend:
             "metadata": self.metadata,
         }
 
-    def write(self, block, n_rows, frame_index):
+    def write(self, block, n_rows, frame_index, owned=False):
+        """Queue rows; encode every full chunk. Rows of a block the writer does not
+        own (``extend``'s arrays) that stay queued are copied: the caller may reuse them."""
         self.pending.append(block)
         self.pending_rows += n_rows
         while self.pending_rows >= self.codec.chunk_size:
             self._flush(self.codec.chunk_size)
+        if self.pending and not owned:
+            self.pending[-1] = copy_block(self.pending[-1])
 
     def _flush(self, n_rows):
         merged = concat_blocks(self.pending)
@@ -186,7 +190,7 @@ class TrackWriter:
         signature = _row_signature(row)
         if signature != self._row_signature:
             self._flush_rows()
-            self._extend(_RowBlock(row, 1).add(row).block())  # a new kind of row: checked now
+            self._extend(_RowBlock(row, 1).add(row).block(), owned=True)  # a new kind of row: checked now
             self._row_signature = signature
             return
         if self._rows is None:  # blocks end where chunks end: no rows carried over
@@ -197,7 +201,7 @@ class TrackWriter:
     def _flush_rows(self):
         rows, self._rows = self._rows, None
         if rows is not None:
-            self._extend(rows.block())
+            self._extend(rows.block(), owned=True)
 
     def extend(self, track):
         """Append many rows given as a dict of stacked ``(T, ...)`` arrays."""
@@ -206,7 +210,7 @@ class TrackWriter:
         self._flush_rows()
         self._extend(track)
 
-    def _extend(self, track):
+    def _extend(self, track, owned=False):
         start = time.perf_counter()
         try:
             block, n_rows = normalize_block(track, f"{self.path}: ")
@@ -226,7 +230,7 @@ class TrackWriter:
                     f"{self.path}: frame_index must be non-negative and strictly increasing "
                     f"(row {self._n_rows} has {int(fi[0])} after {int(prev)})"
                 )
-            self._backend.write(block, n_rows, fi)
+            self._backend.write(block, n_rows, fi, owned)
         except BaseException:
             self.abort()
             raise

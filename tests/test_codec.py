@@ -328,6 +328,17 @@ def test_appended_rows_are_buffered_into_the_same_bytes_and_bad_rows_named(tmp_p
                 scratch[...] = np.nan  # a caller reusing its buffer
                 assert len(w) == i + 1
         assert (tmp_path / f"{name}.xz").read_bytes() == (tmp_path / "whole.xz").read_bytes(), name
+    with bodybatch.TrackWriter(tmp_path / "blocks.xz", {"m": 1}, chunk_size=8) as w:  # extend too
+        scratch = {k: np.empty_like(v[:5]) for k, v in whole.items() if k != "camera"}
+        for a in range(0, n, 5):
+            part = {k: scratch[k][: len(v[a : a + 5])] for k, v in whole.items() if k != "camera"}
+            for k, v in part.items():
+                v[...] = whole[k][a : a + 5]
+            w.extend(dict(part, camera=track["camera"][a : a + 5]))
+            for k in ("vertices", "joints"):
+                scratch[k][...] = np.nan
+    assert (tmp_path / "blocks.xz").read_bytes() == (tmp_path / "whole.xz").read_bytes()
+    os.remove(tmp_path / "blocks.xz")
     w = bodybatch.TrackWriter(tmp_path / "shape.xz")
     for i in range(3):
         w.append(vertices=track["vertices"][i])
