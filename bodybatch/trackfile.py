@@ -6,6 +6,7 @@ decodes at most one chunk. With ``codec="bodycompress"`` it is a file that
 ``bodycompress.BodyDecompressor`` 0.3.0 reads (one frame dict per row).
 """
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -302,7 +303,8 @@ def _row_signature(row):
 
 class _RowBlock:
     """Rows of one signature copied into preallocated ``(size, ...)`` arrays as they
-    arrive: one copy per row, and later changes to the caller's arrays do not leak in."""
+    arrive (cameras copied too): one copy per row, and later changes to the caller's
+    arrays do not leak in."""
 
     def __init__(self, row, size):
         self.n, self.size, self.grids, self.arrays = 0, size, {}, {}
@@ -320,7 +322,9 @@ class _RowBlock:
             v = row[k]
             buffer[self.n] = v.indices if k in self.grids else v
         if self.cameras is not None:
-            self.cameras.append(row["camera"])
+            camera = row["camera"]
+            self.cameras.append({k: np.array(v) for k, v in camera.items()} if isinstance(camera, dict)
+                                else copy.deepcopy(camera))  # fmt: skip
         self.n += 1
         return self
 

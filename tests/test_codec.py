@@ -323,9 +323,11 @@ def test_appended_rows_are_buffered_into_the_same_bytes_and_bad_rows_named(tmp_p
                 if as_grid:  # the values are on the 0.5 mm grid already
                     row = dict(row, vertices=GridValues(np.round(scratch * 2).astype(np.int32), 2.0))
                 else:
-                    row = dict(row, vertices=scratch)
+                    row = dict(row, vertices=scratch, camera={k: v.copy() for k, v in row["camera"].items()})
                 w.append(row, frame_index=2 * i)
-                scratch[...] = np.nan  # a caller reusing its buffer
+                scratch[...] = np.nan  # a caller reusing its buffers
+                for v in row["camera"].values() if not as_grid else ():
+                    v[...] = 0
                 assert len(w) == i + 1
         assert (tmp_path / f"{name}.xz").read_bytes() == (tmp_path / "whole.xz").read_bytes(), name
     with bodybatch.TrackWriter(tmp_path / "blocks.xz", {"m": 1}, chunk_size=8) as w:  # extend too
