@@ -496,6 +496,16 @@ def test_unquantize_is_bit_identical(tmp_path, factor, scale):
     assert_same(decoded["joint_uncertainties"], unquantize_diff((diffs[..., 0], factor), axis=-1))
 
 
+@pytest.mark.parametrize("shape", [(1, 500, 3), (3, 25, 3), (1, 1, 3), (2, 5, 1), (0, 25, 3), (2, 4, 6, 3)])
+def test_cumsum_along_points_matches_numpy(shape):
+    from bodybatch.predictions import _cumsum_int32
+
+    diffs = np.random.default_rng(len(shape)).integers(-999, 999, shape).astype(np.int32)
+    diffs.flags.writeable = False  # as msgpack hands them out
+    for axis in range(-diffs.ndim, 0):
+        assert_same(_cumsum_int32(diffs, axis), np.cumsum(diffs, axis=axis, dtype=np.int32))
+
+
 def test_float64_result_beyond_float32_range(tmp_path):
     far = np.full((1, 4, 3), 1e7)  # 2e7 quantization steps > 2**24: kept in float64
     path = craft(tmp_path / "p.xz", [{"qd_vertices": qd(far, -2)}])
