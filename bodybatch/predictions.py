@@ -167,7 +167,9 @@ def _find_metadata(f, header_end, data_start):
 def _cumsum_int32(diffs, axis):
     """``np.cumsum(diffs, axis, dtype=int32)``. Along a middle axis (vertices: (n, N, 3)
     summed over N) the sums run on a contiguous (n, 3, N) copy, written back per
-    component: 2x faster than numpy's strided accumulate (44 vs 87 us a frame)."""
+    component: faster than numpy's strided accumulate (on the bench_batch inputs 112
+    vs 175 us a frame)."""
+    axis = axis - diffs.ndim if axis >= 0 else axis
     if axis == -1 or diffs.ndim < 2 or diffs.shape[-1] > 4:
         return np.cumsum(diffs, axis=axis, dtype=np.int32)
     moved = np.moveaxis(diffs, axis, -1).astype(np.int32, order="C")  # always a copy

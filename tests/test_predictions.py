@@ -502,7 +502,7 @@ def test_cumsum_along_points_matches_numpy(shape):
 
     diffs = np.random.default_rng(len(shape)).integers(-999, 999, shape).astype(np.int32)
     diffs.flags.writeable = False  # as msgpack hands them out
-    for axis in range(-diffs.ndim, 0):
+    for axis in range(-diffs.ndim, diffs.ndim):
         assert_same(_cumsum_int32(diffs, axis), np.cumsum(diffs, axis=axis, dtype=np.int32))
 
 
