@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["gt_tracks", "gt_path", "TRACK_FIELDS"]
+from bodybatch._trackdata import DETECTION_FIELDS
 
-#: Per-detection arrays copied into a track.
-TRACK_FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
+__all__ = ["gt_tracks", "gt_path"]
 
 
 def gt_path(path):
@@ -52,7 +51,7 @@ def gt_tracks(path, min_length=2, max_frames=None):
         for j, pid in enumerate(ids[offsets[t] : offsets[t + 1]]):
             if pid < 0:
                 continue
-            row = {k: np.array(frame[k][j]) for k in TRACK_FIELDS if k in frame}
+            row = {k: np.array(frame[k][j]) for k in DETECTION_FIELDS if k in frame}
             row["camera"] = frame.get("camera")
             row["frame_index"] = t
             rows.setdefault(int(pid), []).append(row)
@@ -60,7 +59,7 @@ def gt_tracks(path, min_length=2, max_frames=None):
     for pid, person in sorted(rows.items()):
         if len(person) < min_length:
             continue
-        track = {k: np.stack([r[k] for r in person]) for k in TRACK_FIELDS if k in person[0]}
+        track = {k: np.stack([r[k] for r in person]) for k in DETECTION_FIELDS if k in person[0]}
         track["frame_index"] = np.array([r["frame_index"] for r in person])
         if person[0]["camera"] is not None:
             track["camera"] = [r["camera"] for r in person]

@@ -13,17 +13,11 @@ from bodybatch.cameras import camera_to_dict
 from bodybatch.codec.quantize import GridValues
 from bodybatch.errors import TrackError
 
-__all__ = ["TRACK_FIELDS", "Schema", "normalize_block", "raw_float32_bytes", "slice_block", "concat_blocks"]
+__all__ = ["TRACK_FIELDS", "DETECTION_FIELDS", "Schema", "normalize_block", "raw_float32_bytes", "slice_block", "concat_blocks"]
 
-TRACK_FIELDS = (
-    "vertices",
-    "joints",
-    "vertex_uncertainties",
-    "joint_uncertainties",
-    "boxes",
-    "camera",
-    "frame_index",
-)
+#: Per-detection arrays of a prediction frame that a track row takes.
+DETECTION_FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
+TRACK_FIELDS = DETECTION_FIELDS + ("camera", "frame_index")
 _FLOAT_FIELDS = {"vertices": 3, "joints": 3, "vertex_uncertainties": 2, "joint_uncertainties": 2, "boxes": 2}
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bodybatch._files import file_sha256
+from bodybatch._trackdata import DETECTION_FIELDS
 from bodybatch._version import __version__
 from bodybatch.errors import BodybatchError, OutputError
 from bodybatch.manifest import to_jsonable
@@ -17,7 +18,6 @@ from bodybatch.manifest import to_jsonable
 __all__ = ["run_job", "make_job_spec", "TRACK_PREFIX"]
 
 TRACK_PREFIX = "track_"
-_ROW_FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
 
 
 def make_job_spec(job, config):
@@ -145,7 +145,7 @@ def _convert(spec):
                     if structures is not None:
                         options["structures"] = structures
                     writer = writers[key] = TrackWriter(target, meta, **options)
-                row = {k: frame[k][j] for k in _ROW_FIELDS if k in frame}
+                row = {k: frame[k][j] for k in DETECTION_FIELDS if k in frame}
                 if frame.get("camera") is not None:
                     row["camera"] = frame["camera"]
                 writer.append(row, frame_index=t)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodybatch._groundtruth import TRACK_FIELDS as FIELDS
+from bodybatch._trackdata import DETECTION_FIELDS as FIELDS
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"

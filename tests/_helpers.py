@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 import bodybatch
-from bodybatch._groundtruth import TRACK_FIELDS as FIELDS
 from bodybatch._groundtruth import gt_tracks  # noqa: F401  (for the test modules)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import bodybatch
+from bodybatch._trackdata import DETECTION_FIELDS
 from bodybatch.codec import get_codec
 from bodybatch.codec.predict import decode_residuals, encode_residuals
 from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
@@ -290,7 +291,6 @@ def test_grid_values_encode_to_the_same_bytes(tmp_path, corpus_dir):
     """Rows handed over as the reader's grid integers (the batch fast path) and as
     floats give byte-identical track files, with 0.5 mm and (falling back to floats)
     with 1 mm steps."""
-    fields = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
     path = corpus_dir / "nlf_xz_0000.xz"
     for step in (0.5, 1.0):
         sizes = []
@@ -299,7 +299,7 @@ def test_grid_values_encode_to_the_same_bytes(tmp_path, corpus_dir):
             with bodybatch.TrackWriter(out, {"k": 1}, quantization_mm=step, chunk_size=16) as writer:
                 for t, frame in enumerate(bodybatch.read_predictions(path, keep_grid=keep)):
                     if len(frame["joints"]):
-                        writer.append({k: frame[k][0] for k in fields}, frame_index=t)
+                        writer.append({k: frame[k][0] for k in DETECTION_FIELDS}, frame_index=t)
             sizes.append(out.read_bytes())
         assert sizes[0] == sizes[1] and len(sizes[0]) > 1000
 
