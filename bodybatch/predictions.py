@@ -170,7 +170,7 @@ def _cumsum_int32(diffs, axis):
     component: faster than numpy's strided accumulate (on the bench_batch inputs 112
     vs 175 us a frame)."""
     axis = axis - diffs.ndim if axis >= 0 else axis
-    if axis == -1 or diffs.ndim < 2 or diffs.shape[-1] > 4:
+    if axis == -1 or diffs.shape[-1] > 4:
         return np.cumsum(diffs, axis=axis, dtype=np.int32)
     moved = np.moveaxis(diffs, axis, -1).astype(np.int32, order="C")  # always a copy
     np.cumsum(moved, axis=-1, out=moved)
