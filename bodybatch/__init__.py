@@ -38,11 +38,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "read_predictions": "bodybatch.predictions",
-    "write_track": "bodybatch.trackfile",
-    "open_track": "bodybatch.trackfile",
-    "TrackWriter": "bodybatch.trackfile",
-    "TrackReader": "bodybatch.trackfile",
+    "read_predictions": "bodybatch.formats.bodycompress",
+    "write_track": "bodybatch.track_writer",
+    "TrackWriter": "bodybatch.track_writer",
+    "open_track": "bodybatch.formats",
+    "TrackReader": "bodybatch.formats._reader",
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bodybatch.errors import OutputError
 
-__all__ = ["file_sha256", "is_inside", "write_atomically"]
+__all__ = ["file_sha256", "is_inside", "publish", "write_atomically"]
 
 
 def file_sha256(path, block=1 << 20):
@@ -49,3 +49,12 @@ def write_atomically(path, write, what="", make_parents=False):
         except OSError:
             pass
         raise OutputError(f"{path}: cannot write{' ' + what if what else ''} ({exc.strerror})") from exc
+
+
+def publish(f, tmp_path, path):
+    """Flush, fsync and close ``f`` (open on ``tmp_path``), then rename it to ``path``
+    (same folder, so the rename is atomic): the file appears complete or not at all."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(tmp_path, path)

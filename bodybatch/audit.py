@@ -37,7 +37,7 @@ class AuditReport:
 
 def _decode_all(path):
     """Decode every row (chunk by chunk, memory bounded); return (rows, first, last)."""
-    from bodybatch.trackfile import open_track
+    from bodybatch.formats import open_track
 
     with open_track(path) as reader:
         n = 0
@@ -73,15 +73,14 @@ def audit_manifest(manifest, root=None, quick=False):
     report.rows = len(rows)
     seen = set()
     for row in rows:
-        status = row.get("status")
-        if status == "failed":
-            report.problems.append((row["video"], f"conversion failed: {row.get('error')}"))
+        if row.status == "failed":
+            report.problems.append((row.video, f"conversion failed: {row.error}"))
             continue
-        if status != "ok":
+        if row.status != "ok":
             continue
-        rel = row.get("path")
+        rel = row.path
         if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
-            report.problems.append((row["video"], f"invalid path in manifest: {rel!r}"))
+            report.problems.append((row.video, f"invalid path in manifest: {rel!r}"))
             continue
         if rel in seen:
             report.problems.append((rel, "listed twice in the manifest"))
@@ -93,7 +92,7 @@ def audit_manifest(manifest, root=None, quick=False):
             report.problems.append((rel, problem))
         else:
             report.ok += 1
-            report.bytes += row["bytes"]
+            report.bytes += row.bytes
     tracked = {Path(p).as_posix() for p in seen}
     for path in sorted(root.rglob("*.xz")):
         rel = path.relative_to(root).as_posix()
@@ -109,8 +108,8 @@ def _check_row(path, row, quick):
         return "file missing"
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
-    if size != row.get("bytes"):
-        return f"size {size} differs from manifest ({row.get('bytes')})"
+    if size != row.bytes:
+        return f"size {size} differs from manifest ({row.bytes})"
     if quick:
         return None
     if file_sha256(path) != row.get("sha256"):
@@ -119,8 +118,8 @@ def _check_row(path, row, quick):
         decoded, length, first, last = _decode_all(path)
     except BodybatchError as exc:
         return f"does not decode: {exc}"
-    if decoded != length or length != row.get("n_frames"):
-        return f"holds {decoded} frames, manifest says {row.get('n_frames')}"
+    if decoded != length or length != row.n_frames:
+        return f"holds {decoded} frames, manifest says {row.n_frames}"
     if (first, last) != (row.get("first_frame"), row.get("last_frame")):
         return f"frame range {first}..{last} differs from manifest ({row.get('first_frame')}..{row.get('last_frame')})"
     return None

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodybatch._lock import OutputLock
-from bodybatch.manifest import ManifestWriter, read_manifest
+from bodybatch.manifest import ManifestRow, ManifestWriter, read_manifest
 from bodybatch.plan import plan_jobs
 
-__all__ = ["plan", "run_batch", "RunSummary"]
+__all__ = ["run_batch", "RunSummary"]
 
 
 @dataclass
@@ -61,12 +61,6 @@ def _human(n):
         n /= 1024
 
 
-def plan(config, force=False):
-    """Jobs with their decisions and reasons, and orphaned manifest videos."""
-    rows = read_manifest(config.manifest_path)
-    return plan_jobs(config, rows, force=force)
-
-
 def _remove_temporaries(root):
     """Delete temporary files a killed run left in the output root (we hold the lock)."""
     for path in Path(root).rglob(".*.tmp"):
@@ -78,7 +72,6 @@ def _remove_temporaries(root):
 
 def run_batch(config, force=False, progress=None, log=None):
     """Convert every video that is not up to date. Returns a :class:`RunSummary`."""
-    from bodybatch.job import make_job_spec
     from bodybatch.pool import run_jobs
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -94,21 +87,17 @@ def run_batch(config, force=False, progress=None, log=None):
         writer = ManifestWriter(config.manifest_path, rows)
         todo = [j for j in jobs if j.todo]
         summary = RunSummary(videos=len(jobs), up_to_date=len(jobs) - len(todo))
-        specs = [make_job_spec(j, config) for j in _largest_first(todo)]
-        bar = _progress_bar(len(specs), progress)
+        bar = _progress_bar(len(todo), progress)
         frames_done = 0
         try:
-            for result in run_jobs(specs, config["pool.n_jobs"], config["pool.backend"], config["pool.scheduler"]):
-                writer.replace_video(result["video"], result["rows"])
+            pool = config["pool.n_jobs"], config["pool.backend"], config["pool.scheduler"]
+            for job in run_jobs(_largest_first(todo), *pool):
+                writer.replace_video(job.video, ManifestRow.from_job(job))
                 writer.maybe_flush()
-                frames_done += result["person_frames"]
-                summary.bytes_in += result["input_bytes"]
-                failed = [r for r in result["rows"] if r["status"] == "failed"]
-                if failed:
-                    if bar is not None:
-                        bar.write(f"failed: {failed[0]['error']}")
-                    else:
-                        log(f"failed: {failed[0]['error']}")
+                frames_done += job.person_frames
+                summary.bytes_in += (job.input or {}).get("bytes", 0)
+                if job.error is not None:
+                    (bar.write if bar is not None else log)(f"failed: {job.error}")
                 if bar is not None:
                     elapsed = max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix_str(f"{frames_done / elapsed:.0f} person-frames/s", refresh=False)
@@ -120,14 +109,14 @@ def run_batch(config, force=False, progress=None, log=None):
         final = writer.rows()
     summary.converted = len(todo)
     for row in final:
-        if row["status"] == "ok":
+        if row.status == "ok":
             summary.tracks += 1
-            summary.frames += row["n_frames"]
-            summary.bytes_out += row["bytes"]
-            summary.raw_bytes += row["raw_bytes"]
-        elif row["status"] == "failed":
+            summary.frames += row.n_frames
+            summary.bytes_out += row.bytes
+            summary.raw_bytes += row.raw_bytes
+        elif row.status == "failed":
             summary.failed += 1
-            summary.failures.append(row["error"])
+            summary.failures.append(row.error)
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -20,11 +20,12 @@ def _print(*args):
 
 
 def cmd_plan(args):
-    from bodybatch.batch import plan
     from bodybatch.config import load_config
+    from bodybatch.manifest import read_manifest
+    from bodybatch.plan import plan_jobs
 
     config = load_config(args.config)
-    jobs, orphans = plan(config, force=args.force)
+    jobs, orphans = plan_jobs(config, read_manifest(config.manifest_path), force=args.force)
     width = max([len(j.video) for j in jobs] + [5])
     for job in jobs:
         _print(f"{job.action:<11} {job.video:<{width}}  {job.reason}")
@@ -55,33 +56,14 @@ def cmd_audit(args):
     return report.exit_code
 
 
-def _header_summary(reader):
-    codec = dict(reader.codec)
-    out = {"file": str(reader.path), "rows": len(reader), "codec": codec}
-    fi = reader.frame_index
-    out["frames"] = f"{int(fi[0])}..{int(fi[-1])}" if len(fi) else "none"
-    header = getattr(reader, "header", None) or {}
-    if "layout" in header:
-        out["points"] = {
-            g: {"n_points": v["n_points"], "n_dims": v["n_dims"], "n_parents": v["n_parents"]}
-            for g, v in header["layout"].items()
-        }
-        out["format"] = header.get("format")
-        out["created_by"] = header.get("created_by")
-        version = getattr(getattr(reader, "_reader", None), "version", None)
-        if version:
-            out["version"] = f"{version[0]}.{version[1]}"
-    return out
-
-
 def cmd_inspect(args):
-    from bodybatch.manifest import dumps_row
-    from bodybatch.trackfile import open_track
+    from bodybatch.formats import open_track
+    from bodybatch.manifest import to_jsonable
 
     with open_track(args.track) as reader:
-        info = _header_summary(reader)
+        info = reader.summary()
         info["metadata"] = reader.metadata
-    _print(json.dumps(json.loads(dumps_row(info)), indent=2, sort_keys=True))
+    _print(json.dumps(to_jsonable(info), indent=2, sort_keys=True))
     return 0
 
 
@@ -91,7 +73,7 @@ def cmd_export(args):
     import numpy as np
 
     from bodybatch._files import write_atomically
-    from bodybatch.trackfile import open_track
+    from bodybatch.formats import open_track
 
     with open_track(args.track) as reader:
         arrays = reader.to_arrays()
@@ -110,6 +92,7 @@ def build_parser():
         description="Turn per-video 3D human predictions into compact per-person track files.",
     )
     from bodybatch._version import __version__
+    from bodybatch.pool import BACKENDS
 
     p.add_argument("--version", action="version", version=f"bodybatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,7 +105,7 @@ def build_parser():
     s = sub.add_parser("run", help="convert every video that is not up to date")
     s.add_argument("config", help="YAML config file")
     s.add_argument("--jobs", type=int, metavar="N", help="worker processes (overrides pool.n_jobs)")
-    s.add_argument("--backend", choices=["loky", "dask"], help="overrides pool.backend")
+    s.add_argument("--backend", choices=BACKENDS, help="overrides pool.backend")
     s.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (overrides pool.scheduler)")
     s.add_argument("--force", action="store_true", help="redo every video")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -19,36 +19,52 @@ __all__ = ["SCHEMA", "Config", "load_config", "config_from_dict"]
 
 _REQUIRED = object()
 
-#: key path -> (type or tuple of allowed values, default, help)
-SCHEMA = {
-    "input.root": ("path", _REQUIRED, "folder holding the per-video prediction files"),
-    "input.pattern": (str, "**/*.xz", "glob (relative to input.root) of the prediction files"),
-    "input.follow_symlinks": (bool, False, "follow symlinks that lead outside input.root"),
-    "input.allow_pickle": (bool, False, "decode pickled object arrays (trusted files only)"),
-    "output.root": ("path", _REQUIRED, "folder receiving one .xz file per person track"),
-    "manifest": ("path", None, "manifest path (default <output.root>/manifest.jsonl); inside output.root"),
-    "tracks.mode": (("associate", "ids", "order"), "associate", "how detections become tracks"),
-    "tracks.min_length": (int, 10, "tracks with fewer rows are dropped (and reported)"),
-    "tracks.max_gap": (int, 10, "associate: frames a track may go undetected before it ends"),
-    "tracks.gate_mm": (float, 500.0, "associate: largest mean joint distance (mm) of a match"),
-    "tracks.id_key": (str, "ids", "ids: frame key holding the per-detection person ids"),
-    "codec.name": (("bodybatch", "bodycompress"), "bodybatch", "track codec (bodycompress = compatibility mode)"),
-    "codec.quantization_mm": (float, 0.5, "grid step in mm (uncertainties: same step in m/1000)"),
-    "codec.chunk_size": (int, 64, "bodybatch: rows per random-access chunk"),
-    "codec.n_parents": (int, 3, "bodybatch: spatial parents per vertex"),
-    "codec.window": (int, 2, "bodybatch: frames averaged by the temporal predictor"),
-    "codec.level": (int, 8, "bodybatch: entropy coder effort 0..12"),
-    "codec.compression": (("xz", "zstd"), "xz", "bodycompress: stream compression"),
-    "codec.compression_level": (int, None, "bodycompress: compression level (xz 5, zstd 3 when unset)"),
-    "pool.n_jobs": (int, 2, "worker processes (-1: one per core)"),
-    "pool.backend": (("loky", "dask"), "loky", "joblib backend; dask runs on a dask.distributed cluster"),
-    "pool.scheduler": (str, None, "dask: scheduler address (unset: a local cluster of n_jobs workers)"),
-    "pool.progress": (bool, True, "show a progress bar"),
-}
-_CODEC_KEYS = {
-    "bodybatch": ("quantization_mm", "chunk_size", "n_parents", "window", "level"),
-    "bodycompress": ("quantization_mm", "compression", "compression_level"),
-}
+
+def _schema():
+    """key path -> (type or tuple of allowed values, default, help). Codec keys come
+    from the codec registry, track modes from the splitter, backends from the pool."""
+    from bodybatch.codec import codec_class, codec_ids
+    from bodybatch.pool import BACKENDS
+    from bodybatch.splitting import TRACK_MODES
+
+    schema = {
+        "input.root": ("path", _REQUIRED, "folder holding the per-video prediction files"),
+        "input.pattern": (str, "**/*.xz", "glob (relative to input.root) of the prediction files"),
+        "input.follow_symlinks": (bool, False, "follow symlinks that lead outside input.root"),
+        "input.allow_pickle": (bool, False, "decode pickled object arrays (trusted files only)"),
+        "output.root": ("path", _REQUIRED, "folder receiving one .xz file per person track"),
+        "manifest": ("path", None, "manifest path (default <output.root>/manifest.jsonl); inside output.root"),
+        "tracks.mode": (TRACK_MODES, "associate", "how detections become tracks"),
+        "tracks.min_length": (int, 10, "tracks with fewer rows are dropped (and reported)"),
+        "tracks.max_gap": (int, 10, "associate: frames a track may go undetected before it ends"),
+        "tracks.gate_mm": (float, 500.0, "associate: largest mean joint distance (mm) of a match"),
+        "tracks.id_key": (str, "ids", "ids: frame key holding the per-detection person ids"),
+        "codec.name": (codec_ids(), codec_ids()[0], "track codec"),
+    }
+    for codec_id in codec_ids():
+        for option in codec_class(codec_id).options:
+            key = f"codec.{option.name}"
+            if key in schema:  # shared by several codecs (quantization_mm)
+                schema[key] = schema[key][:2] + (schema[key][2].replace(": ", f", {codec_id}: ", 1),)
+            else:
+                schema[key] = (option.kind, option.default, f"{codec_id}: {option.help}")
+    schema.update({
+        "pool.n_jobs": (int, 2, "worker processes (-1: one per core)"),
+        "pool.backend": (BACKENDS, BACKENDS[0], "joblib backend; dask runs on a dask.distributed cluster"),
+        "pool.scheduler": (str, None, "dask: scheduler address (unset: a local cluster of n_jobs workers)"),
+        "pool.progress": (bool, True, "show a progress bar"),
+    })  # fmt: skip
+    return schema
+
+
+#: Every configuration key, declared once (see :func:`_schema`).
+SCHEMA = _schema()
+
+
+def _codec_keys(name):
+    from bodybatch.codec import codec_class
+
+    return tuple(option.name for option in codec_class(name).options)
 
 
 @dataclass(frozen=True)
@@ -73,21 +89,13 @@ class Config:
     def manifest_path(self):
         return Path(self.values["manifest"])
 
-    def codec_options(self):
-        """Options for :func:`bodybatch.codec.get_codec` (id included)."""
-        name = self.values["codec.name"]
-        opts = {"codec": name}
-        for key in _CODEC_KEYS[name]:
-            value = self.values[f"codec.{key}"]
-            if value is not None:
-                opts[key] = value
-        return opts
-
     def codec_config(self):
+        """The codec's JSON-safe config (:meth:`bodybatch.codec.Codec.get_config`)."""
         from bodybatch.codec import get_codec
 
-        opts = dict(self.codec_options())
-        return get_codec(opts.pop("codec"), **opts).get_config()
+        name = self.values["codec.name"]
+        options = {k: self.values[f"codec.{k}"] for k in _codec_keys(name) if self.values[f"codec.{k}"] is not None}
+        return get_codec(name, **options).get_config()
 
     def tracks_options(self):
         return {k.split(".", 1)[1]: v for k, v in self.values.items() if k.startswith("tracks.")}
@@ -95,27 +103,16 @@ class Config:
     def config_hash(self):
         """sha256 of what decides a job's outputs: codec config, track settings and
         the reading options (not paths, pool or progress)."""
-        from bodybatch.container import FORMAT_MAJOR, FORMAT_MINOR
+        from bodybatch.formats import TRACK_FORMAT_VERSION
 
         decisive = {
             "codec": self.codec_config(),
             "tracks": self.tracks_options(),
             "allow_pickle": self.values["input.allow_pickle"],
-            "format": [FORMAT_MAJOR, FORMAT_MINOR],
+            "format": list(TRACK_FORMAT_VERSION),
         }
         text = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
-
-    def to_dict(self):
-        """Nested dict of all values (for printing and the manifest)."""
-        out = {}
-        for key, value in self.values.items():
-            node = out
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = str(value) if isinstance(value, Path) else value
-        return out
 
 
 def load_config(path, overrides=None):
@@ -233,13 +230,13 @@ def _check_ranges(v, where):
     from bodybatch.errors import TrackError
 
     name = v["codec.name"]
+    keys = _codec_keys(name)
     for key in SCHEMA:
         if key.startswith("codec.") and key != "codec.name":
             short = key.split(".", 1)[1]
-            if short not in _CODEC_KEYS[name] and v[key] != SCHEMA[key][1]:
-                raise ConfigError(f"{where}: {key} does not apply to codec {name}; its keys: {', '.join(_CODEC_KEYS[name])}")
+            if short not in keys and v[key] != SCHEMA[key][1]:
+                raise ConfigError(f"{where}: {key} does not apply to codec {name}; its keys: {', '.join(keys)}")
     try:
-        opts = {k: v[f"codec.{k}"] for k in _CODEC_KEYS[name] if v[f"codec.{k}"] is not None}
-        get_codec(name, **opts)
+        get_codec(name, **{k: v[f"codec.{k}"] for k in keys if v[f"codec.{k}"] is not None})
     except TrackError as exc:
         raise ConfigError(f"{where}: codec: {exc}") from None

@@ -1,53 +1,109 @@
-"""One job: read one video's predictions once, split them into person tracks and
-encode every track into its own file. Runs in worker processes; returns plain dicts
-(the driver writes the manifest), never raises for a bad video.
+"""One job: one video, from the planner to a worker and back.
+
+A :class:`Job` is planned by :mod:`bodybatch.plan` (what to do and why), carries the
+run's :class:`JobSettings` to a worker process, where :func:`run_job` reads the
+video's predictions once, splits them into person tracks
+(:mod:`bodybatch.splitting`) and writes every track to its own file; the same
+object comes back holding the facts of the outcome (tracks written, input file,
+error). The driver turns those facts into manifest rows (:mod:`bodybatch.manifest`).
+``run_job`` never raises for a bad video.
 """
 
 import os
 import time
 import traceback
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from bodybatch._files import file_sha256
-from bodybatch._trackdata import DETECTION_FIELDS
-from bodybatch._version import __version__
+from bodybatch._rows import DETECTION_FIELDS
 from bodybatch.errors import BodybatchError, OutputError
-from bodybatch.manifest import to_jsonable
 
-__all__ = ["run_job", "make_job_spec", "TRACK_PREFIX"]
+__all__ = ["Job", "JobSettings", "run_job", "TRACK_PREFIX"]
 
+#: Track files of a video are ``<output dir>/track_NNNN.xz``.
 TRACK_PREFIX = "track_"
 
 
-def make_job_spec(job, config):
-    """A small picklable dict with everything a worker needs."""
-    return {
-        "video": job.video,
-        "input_path": str(job.input_path),
-        "input_sha256": job.input_sha256,
-        "output_root": str(config.output_root),
-        "output_dir": job.output_dir,
-        "codec_options": config.codec_options(),
-        "tracks": config.tracks_options(),
-        "allow_pickle": config["input.allow_pickle"],
-        "config_hash": config.config_hash(),
-    }
+@dataclass(frozen=True)
+class JobSettings:
+    """What every job of a run needs (picklable, JSON-safe values).
+
+    Attributes
+    ----------
+    output_root : str
+    codec : dict
+        Codec config (:meth:`bodybatch.codec.Codec.get_config`).
+    tracks : dict
+        ``tracks.*`` settings (``mode``, ``min_length``, ...).
+    allow_pickle : bool
+    config_hash : str
+    """
+
+    output_root: str
+    codec: dict
+    tracks: dict
+    allow_pickle: bool
+    config_hash: str
 
 
-def _now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+@dataclass
+class Job:
+    """One video: where it is, what the planner decided, and what the worker did.
+
+    Attributes
+    ----------
+    video : str
+        Input path relative to ``input.root``, '/'-separated.
+    input_path : pathlib.Path
+    output_dir : str
+        Folder of the video's tracks, relative to ``output.root``.
+    action, reason : str
+        The planner's decision (``new``, ``changed``, ``retry``, ``incomplete``,
+        ``up to date``) and why.
+    input_sha256 : str or None
+        Hashed by the planner when it had to (saves the worker a pass).
+    settings : JobSettings
+    input : dict or None
+        Outcome: ``path``, ``bytes``, ``mtime_ns``, ``sha256`` of the input.
+    metadata : dict or None
+        Outcome: the prediction file's metadata (JSON-ready).
+    tracks : dict
+        Outcome: track key -> (path relative to the output root, TrackInfo).
+    tracking : dict or None
+        Outcome: ``mode``, tracks ``kept`` and ``dropped_short``.
+    error : str or None
+        Outcome: why the video failed (one line naming the file).
+    """
+
+    video: str
+    input_path: Path
+    output_dir: str
+    action: str = "new"
+    reason: str = ""
+    input_sha256: Optional[str] = None
+    settings: Optional[JobSettings] = None
+    input: Optional[dict] = None
+    metadata: Optional[dict] = None
+    tracks: dict = field(default_factory=dict)
+    tracking: Optional[dict] = None
+    error: Optional[str] = None
+    seconds: float = 0.0
+
+    @property
+    def todo(self):
+        return self.action != "up to date"
+
+    @property
+    def person_frames(self):
+        return sum(info.n_frames for _, info in self.tracks.values())
 
 
-def _input_info(spec, sha256=None):
-    path = Path(spec["input_path"])
-    stat = path.stat()
-    return {
-        "path": spec["video"],
-        "bytes": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "sha256": sha256 or spec.get("input_sha256") or file_sha256(path),
-    }
+def _input_info(job):
+    stat = job.input_path.stat()
+    sha256 = job.input_sha256 or file_sha256(job.input_path)
+    return {"path": job.video, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
 
 
 def _safe_target(out_root, rel):
@@ -59,70 +115,50 @@ def _safe_target(out_root, rel):
     return Path(target)
 
 
-def run_job(spec):
-    """Convert one video. Returns ``{"video", "rows", "person_frames", "input_bytes",
-    "seconds"}``; a failure gives one row with ``status: failed`` and the error."""
+def run_job(job):
+    """Convert one video; returns ``job`` with its outcome filled in (``error`` set
+    when it failed: every error is caught, so one bad video never stops a run)."""
     start = time.perf_counter()
+    job.tracks, job.error = {}, None
     try:
-        rows, person_frames = _convert(spec)
+        _convert(job)
     except BodybatchError as exc:
-        rows, person_frames = [_failed_row(spec, str(exc))], 0
+        job.error = str(exc)
     except MemoryError:
-        rows, person_frames = [_failed_row(spec, "out of memory")], 0
+        job.error = "out of memory"
     except Exception as exc:  # a bug or an unexpected library error: keep the run going
         tb = traceback.extract_tb(exc.__traceback__)[-1]
-        where = f"{Path(tb.filename).name}:{tb.lineno}"
-        rows, person_frames = [_failed_row(spec, f"internal error {type(exc).__name__} at {where}: {exc}")], 0
-    try:
-        in_bytes = os.path.getsize(spec["input_path"])
-    except OSError:
-        in_bytes = 0
-    return {
-        "video": spec["video"],
-        "rows": rows,
-        "person_frames": person_frames,
-        "input_bytes": in_bytes,
-        "seconds": time.perf_counter() - start,
-    }
+        job.error = f"internal error {type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}: {exc}"
+    if job.error is not None:
+        job.tracks = {}
+        if not job.error.startswith(str(job.input_path)):
+            job.error = f"{job.video}: {job.error}"
+        try:
+            job.input = _input_info(job)
+        except OSError as exc:
+            job.input = {"path": job.video, "error": exc.strerror}
+    job.seconds = time.perf_counter() - start
+    return job
 
 
-def _failed_row(spec, error):
-    try:
-        info = _input_info(spec)
-    except OSError as exc:
-        info = {"path": spec["video"], "error": exc.strerror}
-    msg = error if error.startswith(spec["input_path"]) else f"{spec['video']}: {error}"
-    return {
-        "video": spec["video"],
-        "status": "failed",
-        "error": msg,
-        "input": info,
-        "config_hash": spec["config_hash"],
-        "bodybatch_version": __version__,
-        "created": _now(),
-        "path": None,
-        "track": None,
-    }
+def _convert(job):
+    from bodybatch.codec import get_codec
+    from bodybatch.formats.bodycompress import read_predictions
+    from bodybatch.manifest import to_jsonable
+    from bodybatch.splitting import make_splitter
+    from bodybatch.track_writer import TrackWriter
 
-
-def _convert(spec):
-    from bodybatch.predictions import read_predictions
-    from bodybatch.tracks import make_splitter
-    from bodybatch.trackfile import TrackWriter
-
-    out_root = Path(spec["output_root"])
-    out_dir = _safe_target(out_root, spec["output_dir"])
-    input_info = _input_info(spec)
-    structures = {} if spec["codec_options"].get("codec", "bodybatch") == "bodybatch" else None
-    # The bodybatch codec takes the stored grid integers as they are when its grid is
-    # the file's (the default 0.5 mm): no divide and round again (same output bytes).
-    keep_grid = ("vertices", "vertex_uncertainties") if structures is not None else ()
-    reader = read_predictions(spec["input_path"], allow_pickle=spec["allow_pickle"], keep_grid=keep_grid)
-    metadata = to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
-    tracks = dict(spec["tracks"])
-    min_length = tracks.pop("min_length")
-    splitter = make_splitter(tracks.pop("mode"), min_length=min_length, **tracks)
-    writers, done, dropped = {}, {}, []
+    settings = job.settings
+    out_root = settings.output_root
+    out_dir = _safe_target(out_root, job.output_dir)
+    job.input = _input_info(job)
+    codec = get_codec(settings.codec)
+    reader = read_predictions(job.input_path, allow_pickle=settings.allow_pickle, keep_grid=codec.grid_fields)
+    job.metadata = to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
+    options = dict(settings.tracks)
+    min_length = options.pop("min_length")
+    splitter = make_splitter(options.pop("mode"), min_length=min_length, **options)
+    writers, done, dropped, structures = {}, {}, [], {}
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def close(key):
@@ -139,12 +175,9 @@ def _convert(spec):
             for key, j in update.assignments:
                 writer = writers.get(key)
                 if writer is None:
-                    target = _safe_target(out_root, f"{spec['output_dir']}/{TRACK_PREFIX}{key:04d}.xz")
-                    meta = {"video": spec["video"], "track": int(key), "source": metadata}
-                    options = dict(spec["codec_options"])
-                    if structures is not None:
-                        options["structures"] = structures
-                    writer = writers[key] = TrackWriter(target, meta, **options)
+                    target = _safe_target(out_root, f"{job.output_dir}/{TRACK_PREFIX}{key:04d}.xz")
+                    meta = {"video": job.video, "track": int(key), "source": job.metadata}
+                    writer = writers[key] = TrackWriter(target, meta, codec=codec, structures=structures)
                 row = {k: frame[k][j] for k in DETECTION_FIELDS if k in frame}
                 if frame.get("camera") is not None:
                     row["camera"] = frame["camera"]
@@ -159,11 +192,13 @@ def _convert(spec):
             writer.abort()
         raise
     _remove_stale(out_dir, {Path(info.path).name for info in done.values()})
-    tracking = {"mode": spec["tracks"]["mode"], "kept": len(done), "dropped_short": len(dropped)}
-    rows = [_ok_row(spec, out_root, key, done[key], input_info, metadata, tracking) for key in sorted(done)]
-    if not rows:
-        rows = [dict(_failed_row(spec, ""), status="no_tracks", error=None, tracking=tracking, input=input_info)]
-    return rows, sum(info.n_frames for info in done.values())
+    real_root = os.path.realpath(out_root)
+    for key in sorted(done):
+        info = done[key]
+        if info.sha256 is None:
+            info.sha256 = file_sha256(info.path)
+        job.tracks[int(key)] = (Path(info.path).relative_to(real_root).as_posix(), info)
+    job.tracking = {"mode": settings.tracks["mode"], "kept": len(done), "dropped_short": len(dropped)}
 
 
 def _remove_stale(out_dir, keep):
@@ -171,29 +206,3 @@ def _remove_stale(out_dir, keep):
     for path in out_dir.glob(f"{TRACK_PREFIX}*.xz"):
         if path.name not in keep:
             path.unlink()
-
-
-def _ok_row(spec, out_root, key, info, input_info, metadata, tracking):
-    path = Path(info.path)
-    return {
-        "path": path.relative_to(os.path.realpath(out_root)).as_posix(),
-        "status": "ok",
-        "sha256": info.sha256 or file_sha256(path),
-        "bytes": info.bytes,
-        "raw_bytes": info.raw_bytes,
-        "ratio": round(info.ratio, 4),
-        "video": spec["video"],
-        "track": int(key),
-        "n_frames": info.n_frames,
-        "first_frame": info.first_frame,
-        "last_frame": info.last_frame,
-        "input": input_info,
-        "codec": info.codec,
-        "config_hash": spec["config_hash"],
-        "bodybatch_version": __version__,
-        "created": _now(),
-        "encode_seconds": info.encode_seconds,
-        "max_abs_error_mm": info.max_abs_error_mm,
-        "metadata": metadata,
-        "tracking": tracking,
-    }

@@ -14,32 +14,15 @@ its reason (DVC style):
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodybatch._files import file_sha256, is_inside
 from bodybatch.errors import PlanError
+from bodybatch.job import Job, JobSettings
 
-__all__ = ["Job", "discover", "plan_jobs", "file_sha256", "output_dir_for"]
+__all__ = ["discover", "plan_jobs", "output_dir_for"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-@dataclass
-class Job:
-    """One video: where it is, where its tracks go, and what the planner decided."""
-
-    video: str  # input path relative to input.root, '/'-separated
-    input_path: Path
-    output_dir: str  # relative to output.root
-    action: str = "new"  # new | changed | retry | incomplete | up to date
-    reason: str = ""
-    input_sha256: str = None
-    rows: list = field(default_factory=list)
-
-    @property
-    def todo(self):
-        return self.action != "up to date"
 
 
 def output_dir_for(video):
@@ -85,38 +68,48 @@ def discover(config):
 def plan_jobs(config, manifest_rows, force=False):
     """Decide, for every discovered video, whether and why it must be (re)done.
 
+    Parameters
+    ----------
+    config : Config
+    manifest_rows : list of ManifestRow
+        The manifest as it is (:func:`bodybatch.manifest.read_manifest`).
+    force : bool
+        Redo every video.
+
     Returns
     -------
-    jobs : list of Job (sorted by video)
+    jobs : list of Job (sorted by video), each with the run's settings
     orphans : list of str — videos with manifest rows but no input file any more
     """
     by_video = {}
     for row in manifest_rows:
-        by_video.setdefault(row["video"], []).append(row)
-    config_hash = config.config_hash()
+        by_video.setdefault(row.video, []).append(row)
+    settings = JobSettings(
+        output_root=str(config.output_root), codec=config.codec_config(), tracks=config.tracks_options(),
+        allow_pickle=config["input.allow_pickle"], config_hash=config.config_hash(),
+    )  # fmt: skip
     jobs = []
     videos = discover(config)
     for video in videos:
-        job = Job(video, config.input_root / video, output_dir_for(video))
-        job.rows = by_video.get(video, [])
-        job.action, job.reason = _decide(job, config, config_hash, force)
+        job = Job(video, config.input_root / video, output_dir_for(video), settings=settings)
+        job.action, job.reason = _decide(job, by_video.get(video, []), config.output_root, force)
         jobs.append(job)
     orphans = sorted(set(by_video) - set(videos))
     return jobs, orphans
 
 
-def _decide(job, config, config_hash, force):
-    rows = job.rows
+def _decide(job, rows, out_root, force):
+    config_hash = job.settings.config_hash
     if force:
         return "changed", "--force"
     if not rows:
         return "new", "no manifest row"
-    if any(r.get("config_hash") != config_hash for r in rows):
+    if any(r.config_hash != config_hash for r in rows):
         return "changed", "codec or track settings changed (config hash)"
-    if any(r.get("status") == "failed" for r in rows):
-        error = next(r.get("error", "") for r in rows if r.get("status") == "failed")
-        return "retry", f"previous attempt failed: {error}"[:200]
-    recorded = rows[0].get("input") or {}
+    failed = [r for r in rows if r.status == "failed"]
+    if failed:
+        return "retry", f"previous attempt failed: {failed[0].error or ''}"[:200]
+    recorded = rows[0].input
     try:
         stat = job.input_path.stat()
     except OSError as exc:
@@ -127,15 +120,12 @@ def _decide(job, config, config_hash, force):
         job.input_sha256 = file_sha256(job.input_path)
         if job.input_sha256 != recorded.get("sha256"):
             return "changed", "input content changed (sha256)"
-    out_root = config.output_root
-    for row in rows:
-        if row.get("status") != "ok":
-            continue
-        path = out_root / row["path"]
+    ok = [r for r in rows if r.status == "ok"]
+    for row in ok:
         try:
-            size = os.stat(path).st_size
+            size = os.stat(out_root / row.path).st_size
         except OSError:
-            return "incomplete", f"output missing: {row['path']}"
-        if size != row.get("bytes"):
-            return "incomplete", f"output size differs from manifest: {row['path']}"
-    return "up to date", f"{sum(r.get('status') == 'ok' for r in rows)} track(s) match the manifest"
+            return "incomplete", f"output missing: {row.path}"
+        if size != row.bytes:
+            return "incomplete", f"output size differs from manifest: {row.path}"
+    return "up to date", f"{len(ok)} track(s) match the manifest"

@@ -27,13 +27,12 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "N
 _MALLOC_VARS = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
-def run_jobs(specs, n_jobs=2, backend="loky", scheduler=None):
-    """Yield job results (dicts from :func:`bodybatch.job.run_job`) as they finish.
+def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None):
+    """Yield finished jobs (:func:`bodybatch.job.run_job`) as they finish.
 
     Parameters
     ----------
-    specs : list of dict
-        Job specs from :func:`bodybatch.job.make_job_spec`.
+    jobs : list of Job
     n_jobs : int
         Worker processes (-1: one per core). With dask and no scheduler, the size of
         the local cluster.
@@ -43,7 +42,7 @@ def run_jobs(specs, n_jobs=2, backend="loky", scheduler=None):
     """
     if backend not in BACKENDS:
         raise ConfigError(f"pool.backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if not specs:
+    if not jobs:
         return
     from joblib import Parallel, delayed
 
@@ -54,13 +53,13 @@ def run_jobs(specs, n_jobs=2, backend="loky", scheduler=None):
         os.environ.setdefault(var, "1")
     for var, value in _MALLOC_VARS.items():
         os.environ.setdefault(var, value)
-    calls = (delayed(run_job)(spec) for spec in specs)
+    calls = (delayed(run_job)(job) for job in jobs)
     if backend == "loky":
         if n_jobs == 1:
-            for spec in specs:
-                yield run_job(spec)
+            for job in jobs:
+                yield run_job(job)
             return
-        parallel = Parallel(n_jobs=min(n_jobs, len(specs)), return_as="generator_unordered", backend="loky")
+        parallel = Parallel(n_jobs=min(n_jobs, len(jobs)), return_as="generator_unordered", backend="loky")
         yield from parallel(calls)
         return
     with _dask_client(n_jobs, scheduler):

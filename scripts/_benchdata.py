@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodybatch._trackdata import DETECTION_FIELDS as FIELDS
+from bodybatch._rows import DETECTION_FIELDS as FIELDS
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -18,7 +18,7 @@ SHARED = HERE.parent.parent / "shared"
 def gt_tracks(path, min_length=10):
     """Yield (name, track dict) per true person of a prediction file (``NAME.gt.npz``
     beside it gives the person id of every detection, -1 for spurious ones)."""
-    from bodybatch._groundtruth import gt_tracks as tracks_by_id
+    from _groundtruth import gt_tracks as tracks_by_id
 
     for pid, track in tracks_by_id(path, min_length=min_length).items():
         yield f"{Path(path).stem}/p{pid}", track

@@ -50,7 +50,7 @@ def reencode_loop(path, out_dir):
     """Decode a video, split it by ground truth, re-encode each track with bodycompress."""
     import bodycompress
 
-    from bodybatch._groundtruth import gt_path
+    from _groundtruth import gt_path
 
     gt = np.load(gt_path(path))
     offsets = np.concatenate([[0], np.cumsum(gt["counts"])])

@@ -33,7 +33,7 @@ def main():
     from bodybatch.config import config_from_dict
     from bodybatch.job import make_job_spec, run_job
     from bodybatch.plan import plan_jobs
-    from bodybatch.predictions import read_predictions
+    from bodybatch import read_predictions
 
     files = bd.synth_dataset(Path(args.data) / "preds", args.videos, args.frames, (1, 4), compression="xz")
     with tempfile.TemporaryDirectory() as out:

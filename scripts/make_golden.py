@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _benchdata as bd  # noqa: E402
 
 import bodybatch  # noqa: E402
-from bodybatch.container import FORMAT_MAJOR, FORMAT_MINOR  # noqa: E402
+from bodybatch.formats import TRACK_FORMAT_VERSION  # noqa: E402
+
+FORMAT_MAJOR, FORMAT_MINOR = TRACK_FORMAT_VERSION
 
 
 def main():

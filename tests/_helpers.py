@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import bodybatch
-from bodybatch._groundtruth import gt_tracks  # noqa: F401  (for the test modules)
+from _groundtruth import gt_tracks  # noqa: F401  (for the test modules)
 
 
 def grid(values, step_mm, unit_scale=1.0):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/_helpers.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # scripts/_groundtruth.py, shared with the benchmarks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import bodybatch
-from bodybatch._trackdata import DETECTION_FIELDS
+from bodybatch._rows import DETECTION_FIELDS
 from bodybatch.codec import get_codec
 from bodybatch.codec.predict import decode_residuals, encode_residuals
 from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
@@ -95,12 +95,12 @@ def test_deterministic_bytes(tmp_path, track):
 
 
 def test_random_access_decodes_one_chunk(tmp_path, track, monkeypatch):
-    from bodybatch.container import ContainerReader
+    from bodybatch.formats.bodybatch import BodybatchTrackReader
 
     bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=8)
     calls = []
-    original = ContainerReader.read_chunk
-    monkeypatch.setattr(ContainerReader, "read_chunk", lambda self, i: calls.append(i) or original(self, i))
+    original = BodybatchTrackReader._read_chunk
+    monkeypatch.setattr(BodybatchTrackReader, "_read_chunk", lambda self, i: calls.append(i) or original(self, i))
     with bodybatch.open_track(tmp_path / "t.xz") as reader:
         row = reader[len(reader) - 3]
     assert calls == [(len(track["vertices"]) - 3) // 8]
@@ -270,7 +270,7 @@ def test_quantize_into_matches_quantize_blockwise():
     """The blocked, in-place quantizer gives the grid, bound and error of the plain
     one (float32/float64, power-of-2 and other factors, strided int32 output), and
     names the right row of a NaN in a later block."""
-    from bodybatch.codec.quantize import quantize, quantize_into
+    from bodybatch._grid import quantize, quantize_into
 
     rng = np.random.default_rng(5)
     for dtype, factor in [(np.float32, 2.0), (np.float64, 2.0), (np.float32, 2000.0), (np.float64, 3.0)]:
@@ -309,7 +309,7 @@ def test_appended_rows_are_buffered_into_the_same_bytes_and_bad_rows_named(tmp_p
     one extend of the whole track, with floats or grid values; appended arrays are
     copied (changing them afterwards changes nothing); a row of a new shape is checked
     at once, bad values when their block is written."""
-    from bodybatch.codec.quantize import GridValues
+    from bodybatch._grid import GridValues
 
     n = len(track["vertices"])
     whole = dict(track, frame_index=2 * np.arange(n))

@@ -13,9 +13,9 @@ FILES = sorted(GOLDEN.glob("v*/*.xz"))
 
 
 def test_golden_files_exist_for_current_version():
-    from bodybatch.container import FORMAT_MAJOR
+    from bodybatch.formats import TRACK_FORMAT_VERSION
 
-    assert any(p.parent.name == f"v{FORMAT_MAJOR}" for p in FILES)
+    assert any(p.parent.name == f"v{TRACK_FORMAT_VERSION[0]}" for p in FILES)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")

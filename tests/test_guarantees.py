@@ -270,16 +270,16 @@ def test_disk_full_and_permission_denied(tmp_path, monkeypatch):
     data = tmp_path / "data"
     shutil.copytree(SAMPLE, data)
     config = write_config(tmp_path, data)
-    import bodybatch.container as container
+    from bodybatch.formats.bodybatch import TrackFileWriter
 
-    real_write = container.ContainerWriter._write
+    real_write = TrackFileWriter._write
 
     def full(self, payload):
         if "street" in str(self.path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(self, payload)
 
-    monkeypatch.setattr(container.ContainerWriter, "_write", full)
+    monkeypatch.setattr(TrackFileWriter, "_write", full)
     assert cli(["run", str(config)]) == 1
     rows = {r["video"]: r for r in read_manifest(tmp_path / "out" / "manifest.jsonl")}
     assert rows["street/clip_b.xz"]["status"] == "failed"

@@ -1,4 +1,4 @@
-"""bodybatch.predictions and bodybatch._msgpack against the real bodycompress package."""
+"""bodybatch.formats.bodycompress (prediction files) and bodybatch._msgpack against the real bodycompress package."""
 
 import lzma
 import pickle
@@ -17,7 +17,7 @@ import zstandard
 
 from bodybatch import _msgpack
 from bodybatch.errors import BodybatchError, FormatError
-from bodybatch.predictions import (
+from bodybatch.formats.bodycompress import (
     PredictionHeader,
     PredictionReader,
     load_vertex_order,
@@ -220,7 +220,7 @@ def test_bodycompress_written_files(tmp_path, compression, n_vertices, vertex_or
 def test_keep_grid_gives_the_same_values(tmp_path, corpus_dir, vertex_order):
     """keep_grid hands out the stored integers (GridValues) that stand for exactly the
     floats the plain reader returns, vertex orders applied."""
-    from bodybatch.codec.quantize import GridValues
+    from bodybatch._grid import GridValues
 
     if vertex_order == "custom":
         vertex_order = np.random.default_rng(2).permutation(6890)
@@ -498,7 +498,7 @@ def test_unquantize_is_bit_identical(tmp_path, factor, scale):
 
 @pytest.mark.parametrize("shape", [(1, 500, 3), (3, 25, 3), (1, 1, 3), (2, 5, 1), (0, 25, 3), (2, 4, 6, 3)])
 def test_cumsum_along_points_matches_numpy(shape):
-    from bodybatch.predictions import _cumsum_int32
+    from bodybatch.formats.bodycompress._frames import _cumsum_int32
 
     diffs = np.random.default_rng(len(shape)).integers(-999, 999, shape).astype(np.int32)
     diffs.flags.writeable = False  # as msgpack hands them out
@@ -663,4 +663,4 @@ def test_public_names():
 
     assert bodybatch.read_predictions is read_predictions
     assert isinstance(bodybatch.read_predictions, type(read_predictions))
-    assert PredictionReader.__module__ == "bodybatch.predictions"
+    assert PredictionReader.__module__ == "bodybatch.formats.bodycompress.predictions"

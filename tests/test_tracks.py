@@ -1,4 +1,4 @@
-"""bodybatch.tracks: splitting per-frame detections into per-person tracks.
+"""bodybatch.splitting: splitting per-frame detections into per-person tracks.
 
 ``associate`` is measured against the ground truth of the corpus and of synthetic videos
 (ids of every detection); ``ids`` and ``order`` on frames built in memory.
@@ -14,7 +14,7 @@ import pytest
 
 import bodybatch
 from bodybatch.errors import ConfigError, FormatError
-from bodybatch.tracks import TRACK_MODES, TrackUpdate, make_splitter
+from bodybatch.splitting import TRACK_MODES, TrackUpdate, make_splitter
 
 CORPUS_FILES = ["nlf_xz_0000", "nlf_xz_0001", "nlf_xz_0002", "nlf_zstd_0000", "legacy_v02_0000"]
 J = 25
@@ -339,8 +339,8 @@ def test_frame_order_and_finish(mode):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"mode": "foo"}, "tracks.mode must be one of ids, order, associate; got 'foo'"),
-        ({"mode": None}, "tracks.mode must be one of ids, order, associate; got None"),
+        ({"mode": "foo"}, "tracks.mode must be one of associate, ids, order; got 'foo'"),
+        ({"mode": None}, "tracks.mode must be one of associate, ids, order; got None"),
         ({"min_length": 0}, "tracks.min_length must be an integer >= 1; got 0"),
         ({"min_length": 2.5}, "tracks.min_length must be an integer >= 1; got 2.5"),
         ({"max_gap": -1}, "tracks.max_gap must be an integer >= 0; got -1"),

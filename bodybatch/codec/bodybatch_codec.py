@@ -1,7 +1,7 @@
 """The ``bodybatch`` track codec: quantize, predict in space-time, entropy code.
 
 Pure functions of arrays and bytes: no threads, no file I/O. The container
-(:mod:`bodybatch.container`) frames what this module produces.
+(:mod:`bodybatch.formats.bodybatch`) frames what this module produces.
 
 A track is split into *point groups*: ``vertices`` (+ ``vertex_uncertainties``) and
 ``joints`` (+ ``joint_uncertainties``). Each group is quantized onto the grid,
@@ -16,7 +16,9 @@ import weakref
 
 import numpy as np
 
-from bodybatch.codec import _codec_from_config, entropy, predict, quantize
+from bodybatch import _grid
+from bodybatch.codec import entropy, predict
+from bodybatch.codec._base import Codec, CodecOption, register_codec
 from bodybatch.codec.structure import build_structure, level_bounds, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
@@ -140,8 +142,9 @@ def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where
 _CODED_STRUCTURES = weakref.WeakKeyDictionary()
 
 
-class BodybatchCodec:
-    """Space-time predictive codec for person tracks.
+@register_codec
+class BodybatchCodec(Codec):
+    """Space-time predictive codec for person tracks (see :attr:`options`).
 
     Parameters
     ----------
@@ -159,33 +162,23 @@ class BodybatchCodec:
     """
 
     codec_id = "bodybatch"
-    format_version = 1
+    file_format = "bodybatch"
+    options = (
+        CodecOption("quantization_mm", float, 0.5, "grid step (mm); uncertainties use the same step", 1e-6, 1e3),
+        CodecOption("chunk_size", int, 64, "rows per random-access chunk", 1, MAX_CHUNK_ROWS),
+        CodecOption("n_parents", int, 3, "spatial parents per vertex", 1, 16),
+        CodecOption("window", int, 2, "frames the temporal predictor averages", 1, 8),
+        CodecOption("level", int, 8, "entropy coder effort", 0, 12),
+    )
+    grid_fields = ("vertices", "vertex_uncertainties")
 
     def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8):
-        self.quantization_mm = quantize.check_step(quantization_mm)
-        self.chunk_size = _int_option("chunk_size", chunk_size, 1, MAX_CHUNK_ROWS)
-        self.n_parents = _int_option("n_parents", n_parents, 1, 16)
-        self.window = _int_option("window", window, 1, 8)
-        self.level = _int_option("level", level, 0, 12)
+        self._set_options(quantization_mm=quantization_mm, chunk_size=chunk_size, n_parents=n_parents,
+                          window=window, level=level)  # fmt: skip
 
-    # -- config (JSON-safe, numcodecs style) -------------------------------------------
-    def get_config(self):
-        return {
-            "id": self.codec_id,
-            "quantization_mm": self.quantization_mm,
-            "chunk_size": self.chunk_size,
-            "n_parents": self.n_parents,
-            "window": self.window,
-            "level": self.level,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return _codec_from_config(cls, config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
-        return f"BodybatchCodec({args})"
+    @property
+    def block_rows(self):
+        return self.chunk_size
 
     def factors(self):
         """Grid factors (values per grid step): coordinates in mm, uncertainties in m."""
@@ -218,7 +211,7 @@ class BodybatchCodec:
             key = (group, n_points, self.n_parents)
             structure = structures.get(key) if structures is not None else None
             if structure is None:
-                points = quantize.quantize(first[coord][0], factor, coord).astype(np.int64)
+                points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
                 structure = build_structure(points, self.n_parents)
                 if structures is not None:
                     structures[key] = structure
@@ -293,10 +286,10 @@ class BodybatchCodec:
             coord, unc = POINT_GROUPS[group]
             values = chunk[coord]
             x = np.empty(values.shape[:2] + (g["n_dims"],), np.int32)  # (T, N, D), |x| <= 2**30
-            max_abs, err = quantize.quantize_into(values, factor, coord, x[:, :, :3])
+            max_abs, err = _grid.quantize_into(values, factor, coord, x[:, :, :3])
             max_error = max(max_error, err)
             if g["n_dims"] == 4:
-                unc_abs, err = quantize.quantize_into(chunk[unc], unc_factor, unc, x[:, :, 3])
+                unc_abs, err = _grid.quantize_into(chunk[unc], unc_factor, unc, x[:, :, 3])
                 max_abs, max_error = max(max_abs, unc_abs), max(max_error, 1000.0 * err)
             res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
             res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
@@ -329,7 +322,7 @@ class BodybatchCodec:
                 coord, unc = POINT_GROUPS[group]
                 entry = points[group]
                 max_abs = int(entry["max_abs"])
-                if not 0 <= max_abs <= predict.MAX_ABS_VALUE:
+                if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
                     raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
                 n, d = g["n_points"], g["n_dims"]
                 rdtype = predict.work_dtype(max_abs, g["structure"].n_parents, self.window)
@@ -346,9 +339,9 @@ class BodybatchCodec:
                 x = predict.decode_residuals(res, g["structure"], self.window, max_abs)
                 if x.size and max(int(x.max()), -int(x.min())) > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
-                out[coord] = quantize.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
+                out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
                 if d == 4:
-                    out[unc] = quantize.dequantize(x[:, :, 3], unc_factor, max_abs)
+                    out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
             for name, entry in encoded.get("arrays", {}).items():
                 out[name] = _decode_array(entry, n_frames, f"{where}{name}")
             if "camera" in encoded:
@@ -359,12 +352,6 @@ class BodybatchCodec:
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{where}malformed chunk ({exc!r})") from None
         return out
-
-
-def _int_option(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise TrackError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return int(value)
 
 
 def _encode_array(a, level):

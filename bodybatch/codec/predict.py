@@ -23,10 +23,7 @@ import numpy as np
 
 from bodybatch.codec.structure import level_bounds
 
-__all__ = ["encode_residuals", "decode_residuals", "work_dtype", "MAX_ABS_VALUE"]
-
-#: Largest allowed magnitude of a quantized value.
-MAX_ABS_VALUE = 2**30
+__all__ = ["encode_residuals", "decode_residuals", "work_dtype"]
 
 
 def work_dtype(max_abs, n_parents, window):

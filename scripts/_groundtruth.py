@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodybatch._trackdata import DETECTION_FIELDS
+from bodybatch._rows import DETECTION_FIELDS
 
 __all__ = ["gt_tracks", "gt_path"]
 
@@ -39,7 +39,7 @@ def gt_tracks(path, min_length=2, max_frames=None):
         ``boxes (T, B)``, ``frame_index (T,)`` and, when the file has cameras,
         ``camera`` (list of T dicts).
     """
-    from bodybatch.predictions import read_predictions
+    from bodybatch import read_predictions
 
     gt = np.load(gt_path(path))
     ids, counts = gt["ids"], gt["counts"]

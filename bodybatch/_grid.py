@@ -1,4 +1,5 @@
-"""Quantization onto a fixed grid, bit-compatible with bodycompress.
+"""The quantization grid, bit-compatible with bodycompress (one home for the input
+reader and the track codecs).
 
 Coordinates in millimetres are divided by the step (``factor = 1 / step_mm``);
 uncertainties in metres use ``factor = 1000 / step_mm``. Rounding is
@@ -10,10 +11,12 @@ import math
 
 import numpy as np
 
-from bodybatch.codec.predict import MAX_ABS_VALUE
 from bodybatch.errors import TrackError
 
-__all__ = ["GridValues", "quantize", "quantize_into", "dequantize", "check_step"]
+__all__ = ["GridValues", "quantize", "quantize_into", "dequantize", "check_step", "MAX_ABS_VALUE"]
+
+#: Largest allowed magnitude of a grid index (codecs predict in int32 below it).
+MAX_ABS_VALUE = 2**30
 
 
 class GridValues:

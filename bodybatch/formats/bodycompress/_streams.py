@@ -3,6 +3,8 @@ msgpack objects. Every read and every decompressed piece has a fixed size limit,
 hostile stream cannot make the reader allocate without bound."""
 
 from bodybatch import _msgpack
+
+__all__ = ["StreamError", "iter_raw_frames", "read_object"]
 from bodybatch.errors import FormatError
 
 _READ_SIZE = 1 << 20  # compressed bytes read at a time
@@ -71,7 +73,7 @@ class _Decoder:
             raise FormatError(f"corrupt {self.compression} data ({exc})") from None
 
 
-class _StreamError(Exception):
+class StreamError(Exception):
     """The data stream as a whole is broken (the reader adds path and frame count)."""
 
 
@@ -79,7 +81,7 @@ def _iter_decompressed(f, compression):
     """Yield the decompressed bytes of the streams from ``f``'s position to end of file.
 
     More streams may follow the first, after zero padding (as the xz tool writes);
-    anything else after a stream is corrupt. Raises _StreamError.
+    anything else after a stream is corrupt. Raises StreamError.
     """
     decoder = _Decoder(compression)
     try:
@@ -93,12 +95,12 @@ def _iter_decompressed(f, compression):
                 yield from decoder.feed(chunk)
                 chunk, decoder = (decoder.unused_data, None) if decoder.eof else (b"", decoder)
     except FormatError as exc:
-        raise _StreamError(str(exc)) from None
+        raise StreamError(str(exc)) from None
     if decoder is not None:
-        raise _StreamError(f"truncated {compression} stream")
+        raise StreamError(f"truncated {compression} stream")
 
 
-def _iter_raw_frames(f, compression, allow_pickle):
+def iter_raw_frames(f, compression, allow_pickle):
     """Yield the msgpack objects of the data stream (undecodable: ValueError/TypeError).
 
     At most ``MAX_BUFFER_SIZE`` decompressed bytes are accepted for one frame, which
@@ -109,7 +111,7 @@ def _iter_raw_frames(f, compression, allow_pickle):
     for piece in _iter_decompressed(f, compression):
         fed += len(piece)
         if fed - frame_start > _msgpack.MAX_BUFFER_SIZE:
-            raise _StreamError(f"a frame exceeds {_msgpack.MAX_BUFFER_SIZE} bytes")
+            raise StreamError(f"a frame exceeds {_msgpack.MAX_BUFFER_SIZE} bytes")
         unpacker.feed(piece)
         for obj in unpacker:
             frame_start = unpacker.tell()
@@ -117,10 +119,10 @@ def _iter_raw_frames(f, compression, allow_pickle):
     unpacker.feed(_END)
     tail = list(unpacker)
     if len(tail) != 1 or tail[0] is not None:
-        raise _StreamError("data stream ends inside a frame")
+        raise StreamError("data stream ends inside a frame")
 
 
-def _read_object(f, start, stop, compression, what, max_out, allow_pickle, is_header=False):
+def read_object(f, start, stop, compression, what, max_out, allow_pickle, is_header=False):
     """Decode the one msgpack object of the stream at ``[start, stop)``.
 
     Returns ``(object, end offset of the stream)``. The stream must end before ``stop``,

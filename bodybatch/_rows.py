@@ -1,4 +1,5 @@
-"""Validation and normalization of track data given to writers.
+"""Track rows: the fields of a row, validation of rows given to writers, and blocks
+(dicts of stacked rows) that writers buffer and readers return.
 
 A track is a dict of per-row arrays: ``vertices (T,V,3)`` mm, ``joints (T,J,3)`` mm,
 ``vertex_uncertainties (T,V)`` m, ``joint_uncertainties (T,J)`` m, ``boxes (T,B)``
@@ -7,13 +8,18 @@ row, strictly increasing). ``camera`` is a list of per-row camera dicts/objects,
 camera dict/object for all rows, or a dict of stacked ``(T, ...)`` arrays.
 """
 
+import copy
+
 import numpy as np
 
 from bodybatch.cameras import camera_to_dict
-from bodybatch.codec.quantize import GridValues
+from bodybatch._grid import GridValues
 from bodybatch.errors import TrackError
 
-__all__ = ["TRACK_FIELDS", "DETECTION_FIELDS", "Schema", "normalize_block", "raw_float32_bytes", "slice_block", "concat_blocks"]
+__all__ = [
+    "TRACK_FIELDS", "DETECTION_FIELDS", "Schema", "RowBlock", "row_signature", "normalize_block",
+    "slice_block", "concat_blocks", "copy_block",
+]  # fmt: skip
 
 #: Per-detection arrays of a prediction frame that a track row takes.
 DETECTION_FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes")
@@ -125,10 +131,6 @@ class Schema:
         return 4 * (values + 1)
 
 
-def raw_float32_bytes(schema, n_rows):
-    return schema.raw_bytes_per_row() * n_rows
-
-
 def slice_block(block, start, stop=None):
     """Rows of a dict of arrays (camera nested): a slice ``start:stop`` or, when
     ``start`` is an index array, those rows."""
@@ -155,3 +157,51 @@ def concat_blocks(blocks):
         else:
             out[k] = GridValues.concatenate([b[k] for b in blocks])
     return out
+
+
+def row_signature(row):
+    """What must match for rows to be stacked: field names, shapes, dtypes, grids."""
+    sig = []
+    for k, v in sorted(row.items()):
+        if k == "camera":
+            sig.append((k,))
+        elif isinstance(v, GridValues):
+            sig.append((k, v.indices.shape, v.indices.dtype.str, v.factor))
+        else:
+            sig.append((k, v.shape, v.dtype.str))
+    return tuple(sig)
+
+
+class RowBlock:
+    """Rows of one signature copied into preallocated ``(size, ...)`` arrays as they
+    arrive (cameras copied too): one copy per row, and later changes to the caller's
+    arrays do not leak in."""
+
+    def __init__(self, row, size):
+        self.n, self.size, self.grids, self.arrays = 0, size, {}, {}
+        self.cameras = [] if "camera" in row else None
+        for k, v in row.items():
+            if isinstance(v, GridValues):
+                self.grids[k], v = v.factor, v.indices
+            if k != "camera":
+                self.arrays[k] = np.empty((size,) + v.shape, v.dtype)
+
+    full = property(lambda self: self.n >= self.size)
+
+    def add(self, row):
+        for k, buffer in self.arrays.items():
+            v = row[k]
+            buffer[self.n] = v.indices if k in self.grids else v
+        if self.cameras is not None:
+            camera = row["camera"]
+            self.cameras.append({k: np.array(v) for k, v in camera.items()} if isinstance(camera, dict)
+                                else copy.deepcopy(camera))  # fmt: skip
+        self.n += 1
+        return self
+
+    def block(self):
+        block = {k: b[: self.n] if k not in self.grids else GridValues(b[: self.n], self.grids[k])
+                 for k, b in self.arrays.items()}  # fmt: skip
+        if self.cameras is not None:
+            block["camera"] = self.cameras
+        return block

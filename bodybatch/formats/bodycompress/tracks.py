@@ -1,7 +1,9 @@
-"""Per-track files in the bodycompress 0.3.0 layout: writer and reader.
+"""Track files in the bodycompress 0.3.0 layout (``codec="bodycompress"``): one row per
+stored frame, readable by ``bodycompress.BodyDecompressor``; the writer and the reader.
 
-The writer mirrors the container writer: a temporary file next to the target,
-fsync, rename at commit, so a final path never holds a partial file.
+The writer writes a temporary file next to the target and renames it at commit, so
+a final path never holds a partial file. The codec config is kept in the metadata
+under ``bodybatch``.
 """
 
 import os
@@ -9,33 +11,42 @@ from pathlib import Path
 
 import numpy as np
 
-from bodybatch._trackdata import concat_blocks, slice_block
+from bodybatch import _msgpack
+from bodybatch._files import publish
 from bodybatch._version import __version__
-from bodybatch.codec.bodycompress_codec import HEADER_PADDING
-from bodybatch.container import publish
-from bodybatch.errors import OutputError
+from bodybatch.errors import OutputError, TrackError
+from bodybatch.formats._reader import TrackReader
+from bodybatch.formats.bodycompress._frames import encode_row
+from bodybatch.formats.bodycompress._header import HEADER_PADDING, pack_header
 
-__all__ = ["CompatTrackWriter", "CompatTrackReader"]
+__all__ = ["TrackFileWriter", "CompatTrackReader"]
 
 
-class CompatTrackWriter:
-    """Backend of :class:`bodybatch.TrackWriter` for ``codec="bodycompress"``."""
+class TrackFileWriter:
+    """Writes one bodycompress-layout track file for :class:`bodybatch.TrackWriter`
+    (its header is rewritten at the end, so no sha256 is hashed while writing).
 
-    def __init__(self, path, codec, metadata):
+    Parameters
+    ----------
+    path : path-like
+    codec : BodycompressCodec
+    metadata : dict or None
+    structures : ignored (the layout has no shared structure)
+    """
+
+    def __init__(self, path, codec, metadata, structures=None):
         self.path = Path(path)
         self.codec = codec
         self.tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.max_error = 0.0
         self.length = 0
+        self.sha256 = None
         meta = dict(metadata or {})
         meta["bodybatch"] = {"codec": codec.get_config(), "version": __version__}
         try:
             self._f = open(self.tmp_path, "wb")
-            first = codec.header(0, None, None)
-            self._f.write(first + b"\0" * HEADER_PADDING)
+            self._f.write(self._header(0, None, None) + b"\0" * HEADER_PADDING)
             self.metadata_start = self._f.tell()
-            from bodybatch import _msgpack
-
             self._f.write(codec.compress(_msgpack.packb(meta)))
             self.data_start = self._f.tell()
         except OSError as exc:
@@ -43,10 +54,11 @@ class CompatTrackWriter:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror})") from exc
         except TypeError as exc:
             self.abort()
-            from bodybatch.errors import TrackError
-
             raise TrackError(f"{self.path}: metadata cannot be stored: {exc}") from None
         self._stream = codec.stream_compressor()
+
+    def _header(self, length, metadata_start, data_start):
+        return self.codec.compress(pack_header(self.codec.compression, length, metadata_start, data_start))
 
     def _write(self, data):
         if data:
@@ -62,7 +74,7 @@ class CompatTrackWriter:
         for i in range(n_rows):
             row = {k: (v[i] if k != "camera" else {ck: cv[i] for ck, cv in v.items()}) for k, v in block.items()}
             row["frame_index"] = int(frame_index[i])
-            packed, err = self.codec.encode_row(row)
+            packed, err = encode_row(row, self.codec.quantization_mm)
             self.max_error = max(self.max_error, err)
             self._write(self._stream.compress(packed))
             self.length += 1
@@ -70,7 +82,7 @@ class CompatTrackWriter:
     def commit(self, frame_index, schema):
         """Finish the stream, rewrite the header, fsync and rename. Returns the size."""
         self._write(self._stream.flush())
-        header = self.codec.header(self.length, self.metadata_start, self.data_start)
+        header = self._header(self.length, self.metadata_start, self.data_start)
         if len(header) > self.metadata_start:
             self.abort()
             raise OutputError(f"{self.path}: final header does not fit its reserved space")
@@ -94,33 +106,36 @@ class CompatTrackWriter:
             pass
 
 
-class CompatTrackReader:
-    """Reader of per-track bodycompress files (from this codec or bodycompress itself).
+class CompatTrackReader(TrackReader):
+    """Reader of per-track bodycompress files (from this package or bodycompress itself).
 
     A bodycompress file is one compressed stream, so random access decodes the whole
-    file once and keeps the rows (compatibility mode; the bodybatch codec decodes one
-    chunk instead). Same interface as :class:`bodybatch.trackfile.TrackReader`.
+    file once and keeps the rows: one chunk of ``len(reader)`` rows.
     """
 
-    def __init__(self, path, decode_camera=False):
-        from bodybatch.predictions import read_predictions
+    format_name = "bodycompress"
 
-        self.path = Path(path)
-        self.decode_camera = decode_camera
+    def __init__(self, path, decode_camera=False):
+        from bodybatch.formats.bodycompress.predictions import read_predictions
+
+        super().__init__(path, decode_camera)
         self._reader = read_predictions(path)
         meta = self._reader.metadata
         meta = dict(meta) if isinstance(meta, dict) else meta
         info = meta.pop("bodybatch", None) if isinstance(meta, dict) else None
         self.metadata = meta
-        self.codec = dict(info["codec"]) if isinstance(info, dict) and isinstance(info.get("codec"), dict) else {"id": "bodycompress"}
+        known = isinstance(info, dict) and isinstance(info.get("codec"), dict)
+        self._codec = dict(info["codec"]) if known else {"id": "bodycompress"}
+        self._starts = np.array([0, len(self._reader)], np.int64)
         self._arrays = None
+
+    @property
+    def codec(self):
+        return self._codec
 
     @property
     def header(self):
         return self._reader.header
-
-    def __len__(self):
-        return len(self._reader)
 
     def _load(self):
         if self._arrays is None:
@@ -130,54 +145,23 @@ class CompatTrackReader:
             if rows and isinstance(rows[0].get("camera"), dict):
                 arrays["camera"] = {k: np.stack([np.asarray(r["camera"][k]) for r in rows]) for k in rows[0]["camera"]}
             if rows and "frame_index" in rows[0]:
-                fi = np.array([int(r["frame_index"]) for r in rows], np.int64)
+                arrays["frame_index"] = np.array([int(r["frame_index"]) for r in rows], np.int64)
             else:
-                fi = np.arange(len(rows), dtype=np.int64)
-            fi.setflags(write=False)
-            arrays["frame_index"] = fi
+                arrays["frame_index"] = np.arange(len(rows), dtype=np.int64)
             self._arrays = arrays
         return self._arrays
 
-    @property
-    def frame_index(self):
+    def _frame_index(self):
         return self._load()["frame_index"]
 
-    def _row(self, k):
-        arrays = self._load()
-        out = {}
-        for key, v in arrays.items():
-            out[key] = {ck: cv[k] for ck, cv in v.items()} if key == "camera" else v[k]
-        out["frame_index"] = int(out["frame_index"])
-        if self.decode_camera and "camera" in out:
-            from bodybatch.cameras import dict_to_camera
+    def _decode_chunk(self, i):
+        return {k: v for k, v in self._load().items() if k != "frame_index"}
 
-            out["camera"] = dict_to_camera(out["camera"])
-        return out
+    def _summary(self):
+        h = self._reader.header
+        order = h.vertex_order if h.vertex_order is None or isinstance(h.vertex_order, str) else "custom"
+        return {"version": ".".join(map(str, h.version)), "compression": h.compression, "vertex_order": order}
 
-    def __getitem__(self, key):
-        n = len(self._load()["frame_index"])
-        if isinstance(key, slice):
-            return slice_block(self._load(), np.arange(n)[key])
-        k = int(key)
-        if k < 0:
-            k += n
-        if not 0 <= k < n:
-            raise IndexError(f"row {key} out of range for a track of {n} rows")
-        return self._row(k)
-
-    def __iter__(self):
-        for k in range(len(self._load()["frame_index"])):
-            yield self._row(k)
-
-    def to_arrays(self):
-        return concat_blocks([slice_block(self._load(), np.arange(len(self._load()["frame_index"])))])
-
-    def close(self):
+    def _close(self):
         self._reader.close()
         self._arrays = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -35,7 +35,7 @@ from bodybatch.errors import ConfigError, FormatError
 
 __all__ = ["TRACK_MODES", "TrackUpdate", "Splitter", "AssociateSplitter", "make_splitter"]
 
-TRACK_MODES = ("ids", "order", "associate")
+TRACK_MODES = ("associate", "ids", "order")
 _COUNT_KEYS = ("joints", "vertices", "boxes")  # arrays whose first axis is the detection
 
 

@@ -1,0 +1,70 @@
+"""On-disk formats, one module (or package) per format, each owning its magic bytes,
+header, reader and writer:
+
+- :mod:`bodybatch.formats.bodybatch`: the bodybatch track file (chunked container);
+- :mod:`bodybatch.formats.bodycompress`: per-video prediction files and track files in
+  the bodycompress 0.3.0 layout.
+
+This module holds the one table that maps magic bytes to formats
+(:func:`sniff`), :func:`open_track` and :func:`track_file_writer`, which picks the
+format a codec's output is framed in (:attr:`bodybatch.codec.Codec.file_format`).
+"""
+
+import importlib
+
+from bodybatch.errors import FormatError
+
+__all__ = ["FORMATS", "TRACK_FORMAT_VERSION", "sniff", "open_track", "track_file_writer", "format_module"]
+
+#: Format name -> module; :func:`sniff` tries them in this order.
+FORMATS = {
+    "bodybatch": "bodybatch.formats.bodybatch",
+    "bodycompress": "bodybatch.formats.bodycompress",
+}
+#: Version of the bodybatch track format this release writes (part of the config hash:
+#: a new version redoes every video).
+TRACK_FORMAT_VERSION = (1, 0)
+
+
+def format_module(name):
+    """The module of format ``name``; FormatError listing the known formats."""
+    if name not in FORMATS:
+        raise FormatError(f"unknown file format {name!r}; known: {', '.join(FORMATS)}")
+    return importlib.import_module(FORMATS[name])
+
+
+def sniff(path):
+    """Name of the format of the file at ``path``, from its first bytes.
+
+    Raises
+    ------
+    FormatError
+        Empty file or unknown magic bytes (naming the path).
+    OSError
+        The file cannot be opened.
+    """
+    with open(path, "rb") as f:
+        start = f.read(16)
+    if not start:
+        raise FormatError(f"{path}: empty file")
+    for name in FORMATS:
+        if start.startswith(format_module(name).MAGICS):
+            return name
+    raise FormatError(f"{path}: not a bodybatch or bodycompress file (unknown magic {start[:8]!r})")
+
+
+def open_track(path, *, decode_camera=False):
+    """Open a track file of any format (see :class:`bodybatch.TrackReader`).
+
+    Parameters
+    ----------
+    path : path-like
+    decode_camera : bool
+        Return camera objects (``deltacamera``) instead of camera dicts.
+    """
+    return format_module(sniff(path)).open_track(path, decode_camera=decode_camera)
+
+
+def track_file_writer(path, codec, metadata, structures=None):
+    """The writer of one track file in the format of ``codec``'s output."""
+    return format_module(codec.file_format).TrackFileWriter(path, codec, metadata, structures)
