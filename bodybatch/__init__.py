@@ -10,32 +10,12 @@ no side effects:
 - :func:`open_track` reads a track file back (random access by row).
 """
 
+from bodybatch import errors as _errors
 from bodybatch._version import __version__
-from bodybatch.errors import (
-    BodybatchError,
-    ConfigError,
-    FormatError,
-    LockError,
-    OutputError,
-    PlanError,
-    TrackError,
-)
+from bodybatch.errors import BodybatchError, ConfigError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
 
-__all__ = [
-    "__version__",
-    "read_predictions",
-    "write_track",
-    "open_track",
-    "TrackWriter",
-    "TrackReader",
-    "BodybatchError",
-    "ConfigError",
-    "FormatError",
-    "TrackError",
-    "PlanError",
-    "OutputError",
-    "LockError",
-]
+__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader",
+           *_errors.__all__]  # fmt: skip
 
 _LAZY = {
     "read_predictions": "bodybatch.formats.bodycompress",

@@ -58,7 +58,7 @@ def cmd_audit(args):
 
 def cmd_inspect(args):
     from bodybatch.formats import open_track
-    from bodybatch.manifest import to_jsonable
+    from bodybatch._json import to_jsonable
 
     with open_track(args.track) as reader:
         info = reader.summary()

@@ -144,7 +144,7 @@ def run_job(job):
 def _convert(job):
     from bodybatch.codec import get_codec
     from bodybatch.formats.bodycompress import read_predictions
-    from bodybatch.manifest import to_jsonable
+    from bodybatch._json import to_jsonable
     from bodybatch.splitting import make_splitter
     from bodybatch.track_writer import TrackWriter
 

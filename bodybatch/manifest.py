@@ -10,17 +10,17 @@ the same bytes. See the README for the fields.
 """
 
 import json
-import math
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bodybatch._files import write_atomically
+from bodybatch._json import to_jsonable
 from bodybatch._version import __version__
 from bodybatch.errors import FormatError
 
-__all__ = ["ManifestRow", "STATUSES", "read_manifest", "ManifestWriter", "to_jsonable"]
+__all__ = ["ManifestRow", "STATUSES", "read_manifest", "ManifestWriter"]
 
 STATUSES = ("ok", "failed", "no_tracks")
 
@@ -142,28 +142,6 @@ def read_manifest(path):
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: cannot read manifest ({exc})") from None
     return [ManifestRow.from_json(line, f"{path}:{n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-def to_jsonable(obj):
-    """Nested dicts/lists of numpy arrays, scalars, bytes and paths -> plain JSON values
-    (non-finite floats become strings, so rows stay strict JSON)."""
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, bytes):
-        return obj.hex()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 class ManifestWriter:

@@ -43,10 +43,10 @@ class TrackInfo:
     encode_seconds: float
     codec: dict = field(default_factory=dict)
     sha256: Optional[str] = None
+    ratio: float = field(init=False)  # raw_bytes / bytes
 
-    @property
-    def ratio(self):
-        return self.raw_bytes / self.bytes if self.bytes else 0.0
+    def __post_init__(self):
+        self.ratio = self.raw_bytes / self.bytes if self.bytes else 0.0
 
 
 class TrackWriter:

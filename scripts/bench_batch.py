@@ -168,7 +168,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     start_bc = startup_seconds("bodycompress")
-    start_bb = startup_seconds("bodybatch.job, bodybatch.predictions, bodybatch.tracks, bodybatch.trackfile, "
+    start_bb = startup_seconds("bodybatch.job, bodybatch.formats.bodycompress, bodybatch.splitting, bodybatch.track_writer, "
                                "bodybatch.codec.bodybatch_codec, pcodec, lzma_mt, pykdtree.kdtree")  # fmt: skip
     print()
     print(f"{'':34} {'seconds':>8} {'vs floor':>9} {'person-frames/s':>16} {'output MB':>10}")

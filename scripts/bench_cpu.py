@@ -31,7 +31,7 @@ def main():
     import bodycompress
 
     from bodybatch.config import config_from_dict
-    from bodybatch.job import make_job_spec, run_job
+    from bodybatch.job import run_job
     from bodybatch.plan import plan_jobs
     from bodybatch import read_predictions
 
@@ -53,7 +53,7 @@ def main():
 
         def job():
             for j in jobs:
-                run_job(make_job_spec(j, config))
+                run_job(j)
 
         stages = {"floor: bodycompress decode": floor, "bodybatch reader alone": reader,
                   "bodybatch job (read+track+encode+write)": job}  # fmt: skip

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+import bodybatch
 from bodybatch.cli import main as cli
 from bodybatch.config import SCHEMA, config_from_dict, load_config
 from bodybatch.errors import ConfigError
@@ -159,8 +160,10 @@ def test_failed_video_is_isolated(tmp_path, capsys):
     assert "retry" in out and "1 to convert" in out
 
 
-def test_audit_inspect_export(tmp_path, capsys):
-    cfg = make_config(tmp_path)
+@pytest.mark.parametrize("codec", [{"name": "bodybatch"}, {"name": "bodycompress", "compression": "zstd"}],
+                         ids=["bodybatch", "bodycompress"])  # fmt: skip
+def test_audit_inspect_export(tmp_path, capsys, codec):
+    cfg = make_config(tmp_path, codec=codec)
     assert cli(["run", str(cfg)]) == 0
     manifest = tmp_path / "out" / "manifest.jsonl"
     assert cli(["audit", str(manifest)]) == 0
@@ -171,11 +174,18 @@ def test_audit_inspect_export(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == row["n_frames"] and info["metadata"]["video"] == row["video"]
     assert info["frames"] == f"{row['first_frame']}..{row['last_frame']}"
+    assert info["format"] == codec["name"] and info["codec"]["id"] == codec["name"]
+    assert info["codec"] == row["codec"]
     assert cli(["export", str(track), str(tmp_path / "t.npz")]) == 0
     arrays = np.load(tmp_path / "t.npz")
     assert arrays["vertices"].shape == (row["n_frames"], 13718, 3)
     for key in ("joints", "vertex_uncertainties", "joint_uncertainties", "boxes", "frame_index"):
         assert len(arrays[key]) == row["n_frames"]
+    with bodybatch.open_track(track) as reader:
+        decoded = reader.to_arrays()
+    np.testing.assert_array_equal(arrays["vertices"], decoded["vertices"])
+    np.testing.assert_array_equal(arrays["frame_index"], decoded["frame_index"])
+    assert (arrays["frame_index"][0], arrays["frame_index"][-1]) == (row["first_frame"], row["last_frame"])
 
 
 def test_cli_errors_are_one_line(tmp_path):
