@@ -89,13 +89,17 @@ class Config:
     def manifest_path(self):
         return Path(self.values["manifest"])
 
-    def codec_config(self):
-        """The codec's JSON-safe config (:meth:`bodybatch.codec.Codec.get_config`)."""
+    def codec(self):
+        """The configured codec (:class:`bodybatch.codec.Codec`)."""
         from bodybatch.codec import get_codec
 
         name = self.values["codec.name"]
         options = {k: self.values[f"codec.{k}"] for k in _codec_keys(name) if self.values[f"codec.{k}"] is not None}
-        return get_codec(name, **options).get_config()
+        return get_codec(name, **options)
+
+    def codec_config(self):
+        """The codec's JSON-safe config (:meth:`bodybatch.codec.Codec.get_config`)."""
+        return self.codec().get_config()
 
     def tracks_options(self):
         return {k.split(".", 1)[1]: v for k, v in self.values.items() if k.startswith("tracks.")}

@@ -33,8 +33,8 @@ class JobSettings:
     Attributes
     ----------
     output_root : str
-    codec : dict
-        Codec config (:meth:`bodybatch.codec.Codec.get_config`).
+    codec : Codec
+        The run's codec (picklable).
     tracks : dict
         ``tracks.*`` settings (``mode``, ``min_length``, ...).
     allow_pickle : bool
@@ -42,7 +42,7 @@ class JobSettings:
     """
 
     output_root: str
-    codec: dict
+    codec: object
     tracks: dict
     allow_pickle: bool
     config_hash: str
@@ -62,6 +62,8 @@ class Job:
     action, reason : str
         The planner's decision (``new``, ``changed``, ``retry``, ``incomplete``,
         ``up to date``) and why.
+    todo : bool
+        Whether the video is to be converted (every action but ``up to date``).
     input_sha256 : str or None
         Hashed by the planner when it had to (saves the worker a pass).
     settings : JobSettings
@@ -75,6 +77,8 @@ class Job:
         Outcome: ``mode``, tracks ``kept`` and ``dropped_short``.
     error : str or None
         Outcome: why the video failed (one line naming the file).
+    person_frames : int
+        Outcome: rows written over all tracks.
     """
 
     video: str
@@ -82,6 +86,7 @@ class Job:
     output_dir: str
     action: str = "new"
     reason: str = ""
+    todo: bool = True
     input_sha256: Optional[str] = None
     settings: Optional[JobSettings] = None
     input: Optional[dict] = None
@@ -89,15 +94,8 @@ class Job:
     tracks: dict = field(default_factory=dict)
     tracking: Optional[dict] = None
     error: Optional[str] = None
+    person_frames: int = 0
     seconds: float = 0.0
-
-    @property
-    def todo(self):
-        return self.action != "up to date"
-
-    @property
-    def person_frames(self):
-        return sum(info.n_frames for _, info in self.tracks.values())
 
 
 def _input_info(job):
@@ -137,12 +135,12 @@ def run_job(job):
             job.input = _input_info(job)
         except OSError as exc:
             job.input = {"path": job.video, "error": exc.strerror}
+    job.person_frames = sum(info.n_frames for _, info in job.tracks.values())
     job.seconds = time.perf_counter() - start
     return job
 
 
 def _convert(job):
-    from bodybatch.codec import get_codec
     from bodybatch.formats.bodycompress import read_predictions
     from bodybatch._json import to_jsonable
     from bodybatch.splitting import make_splitter
@@ -152,7 +150,7 @@ def _convert(job):
     out_root = settings.output_root
     out_dir = _safe_target(out_root, job.output_dir)
     job.input = _input_info(job)
-    codec = get_codec(settings.codec)
+    codec = settings.codec
     reader = read_predictions(job.input_path, allow_pickle=settings.allow_pickle, keep_grid=codec.grid_fields)
     job.metadata = to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
     options = dict(settings.tracks)

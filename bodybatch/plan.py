@@ -85,7 +85,7 @@ def plan_jobs(config, manifest_rows, force=False):
     for row in manifest_rows:
         by_video.setdefault(row.video, []).append(row)
     settings = JobSettings(
-        output_root=str(config.output_root), codec=config.codec_config(), tracks=config.tracks_options(),
+        output_root=str(config.output_root), codec=config.codec(), tracks=config.tracks_options(),
         allow_pickle=config["input.allow_pickle"], config_hash=config.config_hash(),
     )  # fmt: skip
     jobs = []
@@ -93,6 +93,7 @@ def plan_jobs(config, manifest_rows, force=False):
     for video in videos:
         job = Job(video, config.input_root / video, output_dir_for(video), settings=settings)
         job.action, job.reason = _decide(job, by_video.get(video, []), config.output_root, force)
+        job.todo = job.action != "up to date"
         jobs.append(job)
     orphans = sorted(set(by_video) - set(videos))
     return jobs, orphans

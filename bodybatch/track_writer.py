@@ -16,7 +16,7 @@ import numpy as np
 
 from bodybatch._grid import GridValues
 from bodybatch._rows import RowBlock, Schema, normalize_block, row_signature
-from bodybatch.codec import get_codec
+from bodybatch.codec import Codec, get_codec
 from bodybatch.errors import TrackError
 from bodybatch.formats import track_file_writer
 
@@ -77,7 +77,7 @@ class TrackWriter:
     """
 
     def __init__(self, path, metadata=None, *, codec="bodybatch", structures=None, **codec_options):
-        self.codec = get_codec(codec, **codec_options)
+        self.codec = codec if isinstance(codec, Codec) and not codec_options else get_codec(codec, **codec_options)
         self.path = Path(path)
         if metadata is not None and not isinstance(metadata, dict):
             raise TrackError(f"metadata must be a dict, got {type(metadata).__name__}")

@@ -2,7 +2,8 @@
 """Follow one video from ``bodybatch run`` to its manifest row and count the module
 hops: every distinct (caller module -> callee module) call edge inside the package,
 in order of first use, and how many of them go back to a module entered earlier
-(a call "back up" the data flow). A package that is one concept (``codec``, a format
+(a call "back up" the data flow), and how many of those re-enter a stage through a
+module-level function rather than a method of an object handed down. A package that is one concept (``codec``, a format
 package) counts as one module; leaf helpers that call nothing else of the package
 (errors, file, msgpack, grid, camera, lock and row-validation helpers) are not steps
 of the data flow and are left out.
@@ -36,7 +37,7 @@ def main():
     from bodybatch.cli import main as cli
 
     package = Path(bodybatch.__file__).parent
-    edges, order = [], []
+    edges, order, function_edges = [], [], set()
 
     def module_of(frame):
         path = Path(frame.f_code.co_filename)
@@ -60,8 +61,12 @@ def main():
             return
         if callee not in order:
             order.append(callee)
-        if caller is not None and caller != callee and (caller, callee) not in edges:
-            edges.append((caller, callee))
+        if caller is not None and caller != callee:
+            if (caller, callee) not in edges:
+                edges.append((caller, callee))
+            code = frame.f_code
+            if not (code.co_argcount and code.co_varnames[0] in ("self", "cls")):  # a module-level function
+                function_edges.add((caller, callee))
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -77,13 +82,17 @@ def main():
             sys.setprofile(None)
     rank = {m: i for i, m in enumerate(order)}
     back = [(a, b) for a, b in edges if rank[b] < rank[a]]
+    back_functions = [e for e in back if e in function_edges]
     print("modules in order of first entry:")
     for m in order:
         print(f"  {m}")
     print("call edges between modules (first use order; * = back to a module entered earlier):")
     for a, b in edges:
-        print(f"  {'*' if (a, b) in back else ' '} {a} -> {b}")
-    print(f"run exit {code}: {len(order)} modules, {len(edges)} module hops, {len(back)} back to a module entered earlier")
+        mark = "**" if (a, b) in back_functions else "* " if (a, b) in back else "  "
+        print(f"  {mark} {a} -> {b}")
+    print(f"run exit {code}: {len(order)} modules, {len(edges)} module hops, {len(back)} back to a module entered "
+          f"earlier (**: {len(back_functions)} of them call a module function; the others call a method of an "
+          f"object handed down, e.g. the Config or the Codec)")
 
 
 if __name__ == "__main__":

@@ -175,10 +175,7 @@ class BodybatchCodec(Codec):
     def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8):
         self._set_options(quantization_mm=quantization_mm, chunk_size=chunk_size, n_parents=n_parents,
                           window=window, level=level)  # fmt: skip
-
-    @property
-    def block_rows(self):
-        return self.chunk_size
+        self.block_rows = self.chunk_size
 
     def factors(self):
         """Grid factors (values per grid step): coordinates in mm, uncertainties in m."""
@@ -218,8 +215,7 @@ class BodybatchCodec(Codec):
             layout[group] = {"n_points": n_points, "n_dims": 3 + (unc in first), "structure": structure}
         return layout
 
-    @staticmethod
-    def layout_to_header(layout):
+    def layout_to_header(self, layout):
         """Layout -> msgpack-ready map (structure as compact coded integer arrays)."""
         out = {}
         for group, g in layout.items():
@@ -237,8 +233,7 @@ class BodybatchCodec(Codec):
             }
         return out
 
-    @staticmethod
-    def layout_from_header(header, where=""):
+    def layout_from_header(self, header, where=""):
         """Invert :meth:`layout_to_header`; raise FormatError on anything implausible."""
         layout = {}
         try:
@@ -259,6 +254,15 @@ class BodybatchCodec(Codec):
                 raise
             raise FormatError(f"{where}{exc}") from None
         return layout
+
+    # -- the track's frame index ------------------------------------------------------------
+    def encode_frame_index(self, frame_index):
+        """(n,) increasing int64 video frames -> bytes (delta coded)."""
+        return entropy.encode_numbers(frame_index, delta=True)
+
+    def decode_frame_index(self, data, n_frames, where=""):
+        """Invert :meth:`encode_frame_index` for ``n_frames`` rows (FormatError if corrupt)."""
+        return entropy.decode_numbers(data, np.int64, n_frames, f"{where}frame index")
 
     # -- chunks -------------------------------------------------------------------------
     def encode_chunk(self, chunk, layout):

@@ -133,8 +133,6 @@ class TrackFileWriter:
     def commit(self, frame_index, schema):
         """Encode the last rows, write index and trailer, fsync, rename into place.
         Returns the file size."""
-        from bodybatch.codec.entropy import encode_numbers
-
         if self.pending_rows:
             self._flush(self.pending_rows)
         if self.layout is None:
@@ -142,7 +140,7 @@ class TrackFileWriter:
             self._write_header()
         body = _msgpack.packb({
             "n_frames": len(frame_index),
-            "frame_index": encode_numbers(frame_index, delta=True),
+            "frame_index": self.codec.encode_frame_index(frame_index),
             "fields": schema.fields if schema else [],
             "chunks": self.chunks,
         })  # fmt: skip
@@ -267,10 +265,7 @@ class BodybatchTrackReader(TrackReader):
         self.frame_index  # noqa: B018  (decoded and checked now)
 
     def _frame_index(self):
-        from bodybatch.codec.entropy import decode_numbers
-
-        data = self._index.get("frame_index", b"")
-        return decode_numbers(data, np.int64, len(self), f"{self.path}: frame index")
+        return self._codec.decode_frame_index(self._index.get("frame_index", b""), len(self), f"{self.path}: ")
 
     @property
     def codec(self):
