@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bodybatch.errors import OutputError
 
-__all__ = ["file_sha256", "is_inside", "publish", "write_atomically"]
+__all__ = ["file_sha256", "human_bytes", "is_inside", "publish", "write_atomically"]
 
 
 def file_sha256(path, block=1 << 20):
@@ -58,3 +58,12 @@ def publish(f, tmp_path, path):
     os.fsync(f.fileno())
     f.close()
     os.replace(tmp_path, path)
+
+
+def human_bytes(n):
+    """``1536`` -> ``"1.5 KiB"``: binary units, labelled as such (B, KiB, MiB, GiB, TiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bodybatch._files import file_sha256
+from bodybatch._files import file_sha256, human_bytes
 from bodybatch.errors import BodybatchError
 from bodybatch.manifest import read_manifest
 
@@ -30,7 +30,7 @@ class AuditReport:
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append(
             f"audited {self.checked} track file(s) of {self.rows} manifest row(s): "
-            f"{self.ok} ok, {len(self.problems)} problem(s), {self.bytes} bytes"
+            f"{self.ok} ok, {len(self.problems)} problem(s), {human_bytes(self.bytes)}"
         )
         return "\n".join(lines)
 

@@ -3,111 +3,171 @@
 The driver (this process) is the manifest's only writer. It rewrites the manifest
 atomically every few seconds and at the end, so a run killed at any moment leaves a
 manifest that describes complete files only; the next run redoes what is missing.
+A video whose new attempt fails keeps its last complete result (rows and files)
+beside the failed row. Messages go to the ``bodybatch`` logger.
 """
 
+import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bodybatch._files import human_bytes
 from bodybatch._lock import OutputLock
+from bodybatch.errors import BodybatchError, OutputError, PlanError
 from bodybatch.manifest import ManifestRow, ManifestWriter, read_manifest
 from bodybatch.plan import plan_jobs
 
 __all__ = ["run_batch", "RunSummary"]
 
+log = logging.getLogger("bodybatch")
+
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_SECONDS = 30.0
+
 
 @dataclass
 class RunSummary:
-    videos: int = 0
+    """What a run did (this run) and what the dataset holds afterwards (totals)."""
+
     converted: int = 0
-    up_to_date: int = 0
     failed: int = 0
-    tracks: int = 0
-    frames: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    raw_bytes: int = 0
+    skipped: int = 0
+    up_to_date: int = 0
+    person_frames: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
     seconds: float = 0.0
     failures: list = field(default_factory=list)
+    videos: int = 0
+    tracks: int = 0
+    frames: int = 0
+    bytes_out: int = 0
+    raw_bytes: int = 0
+    failed_videos: int = 0
 
     @property
     def exit_code(self):
+        """1 when a video failed in this run, else 0."""
         return 1 if self.failed else 0
 
     def table(self):
-        ratio_raw = self.raw_bytes / self.bytes_out if self.bytes_out else 0.0
-        ratio_in = self.bytes_in / self.bytes_out if self.bytes_out else 0.0
-        lines = [
-            ("videos", f"{self.videos} ({self.converted} converted, {self.up_to_date} up to date, {self.failed} failed)"),
-            ("tracks", f"{self.tracks}"),
-            ("person-frames", f"{self.frames}"),
-            ("bytes in", _human(self.bytes_in)),
-            ("bytes out", _human(self.bytes_out)),
-            ("ratio", f"{ratio_raw:.2f}x vs float32, {ratio_in:.2f}x vs input files"),
-            ("time", f"{self.seconds:.1f} s" + (f" ({self.frames / self.seconds:.0f} person-frames/s)" if self.seconds and self.frames else "")),
-        ]
+        worked = self.converted + self.failed
+        did = [f"{self.converted} converted", f"{self.failed} failed"] if worked else ["nothing to convert"]
+        if self.skipped:
+            did.append(f"{self.skipped} skipped (failed before, input unchanged)")
+        did.append(f"{self.up_to_date} up to date")
+        lines = [("this run", ", ".join(did))]
+        if worked:
+            rate = f" ({self.person_frames / self.seconds:.0f} person-frames/s)" if self.person_frames else ""
+            lines.append(("", f"read {human_bytes(self.bytes_read)}, wrote {human_bytes(self.bytes_written)}, "
+                              f"{self.person_frames} person-frames in {self.seconds:.1f} s{rate}"))  # fmt: skip
+        else:
+            lines.append(("", f"{self.seconds:.1f} s"))
+        ratio = f" ({self.raw_bytes / self.bytes_out:.2f}x smaller than float32)" if self.bytes_out else ""
+        failed = f", {self.failed_videos} video(s) failed" if self.failed_videos else ""
+        lines.append(("dataset", f"{self.videos} video(s): {self.tracks} tracks, {self.frames} person-frames, "
+                                 f"{human_bytes(self.bytes_out)}{ratio}{failed}"))  # fmt: skip
         width = max(len(k) for k, _ in lines)
-        out = [f"{k:<{width}}  {v}" for k, v in lines]
-        out += [f"failed: {f}" for f in self.failures]
-        return "\n".join(out)
-
-
-def _human(n):
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
+        return "\n".join([f"{k:<{width}}  {v}".rstrip() for k, v in lines] + [f"failed: {f}" for f in self.failures])
 
 
 def _remove_temporaries(root):
-    """Delete temporary files a killed run left in the output root (we hold the lock)."""
-    for path in Path(root).rglob(".*.tmp"):
+    """Delete temporary files and staging folders a killed run left in the output
+    root (we hold the lock)."""
+    for path in sorted(Path(root).rglob(".*.tmp"), reverse=True):
         try:
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except OSError:
             pass
 
 
-def run_batch(config, force=False, progress=None, log=None):
-    """Convert every video that is not up to date. Returns a :class:`RunSummary`."""
+def _make_output_root(root):
+    """Create the output root; returns True when this call created it."""
+    if root.is_dir():
+        return False
+    if root.exists():
+        raise OutputError(f"{root}: output.root exists and is not a folder")
+    try:
+        root.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"{root}: cannot create output.root ({exc.strerror})") from None
+    return True
+
+
+def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_failed=False):
+    """Convert every selected video that is not up to date. Returns a :class:`RunSummary`.
+
+    Parameters
+    ----------
+    config : Config
+    force : bool
+        Redo every selected video.
+    progress : bool, optional
+        Progress bar on a terminal, else a line every 30 s (default ``pool.progress``).
+    only, exclude : sequence of str
+        Globs over the videos' relative paths.
+    skip_failed : bool
+        Do not retry videos that failed before and whose input is unchanged.
+    """
     from bodybatch.pool import run_jobs
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     progress = config["pool.progress"] if progress is None else progress
     start = time.perf_counter()
-    config.output_root.mkdir(parents=True, exist_ok=True)
+    if not config.input_root.is_dir():  # before anything is created
+        raise PlanError(f"{config.input_root}: input.root is not a folder")
+    created = _make_output_root(config.output_root)
+    summary = RunSummary()
     with OutputLock(config.output_root):
-        _remove_temporaries(config.output_root)
-        rows = read_manifest(config.manifest_path)
-        jobs, orphans = plan_jobs(config, rows, force=force)
-        for video in orphans:
-            log(f"note: {video}: in the manifest but its input is gone (rows kept)")
+        try:
+            _remove_temporaries(config.output_root)
+            rows = read_manifest(config.manifest_path)
+            plan = plan_jobs(config, rows, force, only, exclude, skip_failed)
+        except BodybatchError:
+            if created:  # leave nothing behind (the lock file included) for a run that could not start
+                shutil.rmtree(config.output_root, ignore_errors=True)
+            raise
+        for note in plan.notes:
+            log.info(f"note: {note}")
+        for video in plan.orphans:
+            log.info(f"note: {video}: in the manifest but its input is gone (rows kept)")
         writer = ManifestWriter(config.manifest_path, rows)
-        todo = [j for j in jobs if j.todo]
-        summary = RunSummary(videos=len(jobs), up_to_date=len(jobs) - len(todo))
-        bar = _progress_bar(len(todo), progress)
-        frames_done = 0
+        todo = plan.todo
+        summary.skipped = sum(job.action == "skipped" for job in plan.jobs)
+        summary.up_to_date = len(plan.jobs) - len(todo) - summary.skipped
+        bar = _Progress(len(todo), progress, start)
         try:
             pool = config["pool.n_jobs"], config["pool.backend"], config["pool.scheduler"]
             for job in run_jobs(_largest_first(todo), *pool):
-                writer.replace_video(job.video, ManifestRow.from_job(job))
+                new_rows = ManifestRow.from_job(job)
+                summary.bytes_read += (job.input or {}).get("bytes", 0)
+                if job.error is None:
+                    summary.converted += 1
+                    summary.person_frames += job.person_frames
+                    summary.bytes_written += sum(info.bytes for _, info in job.tracks.values())
+                else:  # keep the last complete result beside the failure
+                    summary.failed += 1
+                    summary.failures.append(job.error)
+                    new_rows = [r for r in writer.video_rows(job.video) if r.status == "ok"] + new_rows
+                    bar.write(f"failed: {job.error}")
+                    log.debug(f"{job.video}: traceback of the failure:\n{job.traceback}")
+                if job.truncated is not None:
+                    log.warning(f"{job.video}: truncated input: kept {job.truncated['frames_read']} of "
+                                f"{job.truncated['frames_expected']} frames ({job.truncated['error']})")  # fmt: skip
+                writer.replace_video(job.video, new_rows)
                 writer.maybe_flush()
-                frames_done += job.person_frames
-                summary.bytes_in += (job.input or {}).get("bytes", 0)
-                if job.error is not None:
-                    (bar.write if bar is not None else log)(f"failed: {job.error}")
-                if bar is not None:
-                    elapsed = max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix_str(f"{frames_done / elapsed:.0f} person-frames/s", refresh=False)
-                    bar.update(1)
+                bar.update(summary.person_frames)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             writer.flush()
         final = writer.rows()
-    summary.converted = len(todo)
+    summary.videos = len({row.video for row in final})
     for row in final:
         if row.status == "ok":
             summary.tracks += 1
@@ -115,8 +175,7 @@ def run_batch(config, force=False, progress=None, log=None):
             summary.bytes_out += row.bytes
             summary.raw_bytes += row.raw_bytes
         elif row.status == "failed":
-            summary.failed += 1
-            summary.failures.append(row.error)
+            summary.failed_videos += 1
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -135,9 +194,37 @@ def _largest_first(jobs):
     return sorted(jobs, key=lambda job: (-size(job), job.video))
 
 
-def _progress_bar(total, enabled):
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere a plain log line every PROGRESS_SECONDS
+    (no carriage-return frames in log files); nothing when disabled."""
 
-    return tqdm(total=total, unit="video", desc="bodybatch", dynamic_ncols=True, file=sys.stderr)
+    def __init__(self, total, enabled, start):
+        self.total, self.done, self.start = total, 0, start
+        self.enabled = bool(enabled and total)
+        self.bar, self.last_line = None, time.monotonic()
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="video", desc="bodybatch", dynamic_ncols=True, file=sys.stderr)
+
+    def write(self, message):
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            log.warning(message)
+
+    def update(self, person_frames):
+        self.done += 1
+        rate = person_frames / max(time.perf_counter() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rate:.0f} person-frames/s", refresh=False)
+            self.bar.update(1)
+        elif self.enabled and time.monotonic() - self.last_line >= PROGRESS_SECONDS:
+            self.last_line = time.monotonic()
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            log.info(f"progress: {self.done}/{self.total} videos, {rate:.0f} person-frames/s, ETA {eta:.0f} s")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -8,9 +8,10 @@ never a traceback.
 
 import argparse
 import json
+import logging
 import sys
 
-from bodybatch.errors import BodybatchError
+from bodybatch.errors import BodybatchError, OutputError
 
 __all__ = ["main"]
 
@@ -25,14 +26,19 @@ def cmd_plan(args):
     from bodybatch.plan import plan_jobs
 
     config = load_config(args.config)
-    jobs, orphans = plan_jobs(config, read_manifest(config.manifest_path), force=args.force)
-    width = max([len(j.video) for j in jobs] + [5])
-    for job in jobs:
+    rows = read_manifest(config.manifest_path)
+    plan = plan_jobs(config, rows, args.force, args.only, args.exclude, args.skip_failed)
+    width = max([len(j.video) for j in plan.jobs] + [5])
+    for job in plan.jobs:
         _print(f"{job.action:<11} {job.video:<{width}}  {job.reason}")
-    for video in orphans:
+    for video in plan.orphans:
         _print(f"{'orphan':<11} {video:<{width}}  in the manifest, input file gone (rows kept)")
-    todo = sum(j.todo for j in jobs)
-    _print(f"{len(jobs)} video(s): {todo} to convert, {len(jobs) - todo} up to date")
+    for note in plan.notes:
+        _print(f"note: {note}")
+    todo = len(plan.todo)
+    skipped = sum(j.action == "skipped" for j in plan.jobs)
+    _print(f"{len(plan.jobs)} video(s): {todo} to convert, {len(plan.jobs) - todo - skipped} up to date"
+           + (f", {skipped} skipped (failed before, input unchanged)" if skipped else ""))  # fmt: skip
     return 0
 
 
@@ -42,7 +48,8 @@ def cmd_run(args):
 
     overrides = {"pool.n_jobs": args.jobs, "pool.backend": args.backend, "pool.scheduler": args.scheduler}
     config = load_config(args.config, overrides=overrides)
-    summary = run_batch(config, force=args.force, progress=False if args.no_progress else None)
+    progress = False if args.no_progress or args.quiet else None
+    summary = run_batch(config, args.force, progress, args.only, args.exclude, args.skip_failed)
     _print(summary.table())
     _print(f"manifest: {config.manifest_path}")
     return summary.exit_code
@@ -96,51 +103,86 @@ def build_parser():
 
     p.add_argument("--version", action="version", version=f"bodybatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="more messages (failure tracebacks too)")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    common.add_argument("--log", metavar="FILE", help="append every message, with failure tracebacks, to FILE")
+    select = argparse.ArgumentParser(add_help=False)
+    select.add_argument("config", help="YAML config file")
+    select.add_argument("--only", action="append", default=[], metavar="GLOB",
+                        help="only videos whose path (relative to input.root) matches GLOB; repeatable")
+    select.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="skip videos whose path matches GLOB; repeatable")
+    select.add_argument("--skip-failed", action="store_true",
+                        help="do not retry videos that failed before and whose input is unchanged")  # fmt: skip
 
-    s = sub.add_parser("plan", help="show what a run would do, and why, without writing anything")
-    s.add_argument("config", help="YAML config file")
+    s = sub.add_parser("plan", parents=[common, select], help="show what a run would do, and why, without writing anything")
     s.add_argument("--force", action="store_true", help="plan to redo every video")
     s.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("run", help="convert every video that is not up to date")
-    s.add_argument("config", help="YAML config file")
+    s = sub.add_parser("run", parents=[common, select], help="convert every video that is not up to date")
     s.add_argument("--jobs", type=int, metavar="N", help="worker processes (overrides pool.n_jobs)")
     s.add_argument("--backend", choices=BACKENDS, help="overrides pool.backend")
     s.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (overrides pool.scheduler)")
     s.add_argument("--force", action="store_true", help="redo every video")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("audit", help="check every file listed in a manifest")
+    s = sub.add_parser("audit", parents=[common], help="check every file listed in a manifest")
     s.add_argument("manifest", help="manifest.jsonl")
     s.add_argument("--root", help="output root of the rows' paths (default: the manifest's folder)")
     s.add_argument("--quick", action="store_true", help="existence and size only")
     s.set_defaults(func=cmd_audit)
 
-    s = sub.add_parser("inspect", help="print a track file's header, metadata and frame range")
+    s = sub.add_parser("inspect", parents=[common], help="print a track file's header, metadata and frame range")
     s.add_argument("track", help="track file (.xz)")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("export", help="write a track's decoded arrays to .npz")
+    s = sub.add_parser("export", parents=[common], help="write a track's decoded arrays to .npz")
     s.add_argument("track", help="track file (.xz)")
     s.add_argument("out", help="output .npz")
     s.set_defaults(func=cmd_export)
     return p
 
 
+def _setup_logging(args):
+    """The ``bodybatch`` logger: messages on stderr (-q: warnings and errors, -v:
+    everything), every message with timestamps in ``--log FILE``."""
+    logger = logging.getLogger("bodybatch")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    logger.addHandler(console)
+    if args.log:
+        try:
+            handler = logging.FileHandler(args.log, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"{args.log}: cannot open log file ({exc.strerror})") from None
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    logger = logging.getLogger("bodybatch")
     try:
+        logger = _setup_logging(args)
+        logger.debug(f"bodybatch {' '.join(sys.argv[1:] if argv is None else argv)}")
         return args.func(args)
     except BodybatchError as exc:
-        print(f"bodybatch {args.command}: error: {exc}", file=sys.stderr)
+        logger.error(f"bodybatch {args.command}: error: {exc}")
         return exc.exit_code
     except FileNotFoundError as exc:
-        print(f"bodybatch {args.command}: error: {exc.filename}: no such file", file=sys.stderr)
+        logger.error(f"bodybatch {args.command}: error: {exc.filename}: no such file")
         return 3
     except KeyboardInterrupt:
-        print(f"bodybatch {args.command}: interrupted", file=sys.stderr)
+        logger.error(f"bodybatch {args.command}: interrupted")
         return 130
 
 

@@ -32,6 +32,9 @@ def _schema():
         "input.pattern": (str, "**/*.xz", "glob (relative to input.root) of the prediction files"),
         "input.follow_symlinks": (bool, False, "follow symlinks that lead outside input.root"),
         "input.allow_pickle": (bool, False, "decode pickled object arrays (trusted files only)"),
+        "input.paths_file": ("path", None, "file listing the inputs to convert, one path (relative to input.root) per line"),
+        "input.exclude_file": ("path", None, "file listing inputs to skip, one path (relative to input.root) per line"),
+        "input.on_truncated": (("fail", "keep"), "fail", "a truncated input fails, or keep converts its readable frames"),
         "output.root": ("path", _REQUIRED, "folder receiving one .xz file per person track"),
         "manifest": ("path", None, "manifest path (default <output.root>/manifest.jsonl); inside output.root"),
         "tracks.mode": (TRACK_MODES, "associate", "how detections become tracks"),
@@ -59,6 +62,8 @@ def _schema():
 
 #: Every configuration key, declared once (see :func:`_schema`).
 SCHEMA = _schema()
+#: Keys holding paths, resolved against the config file's folder.
+_PATH_KEYS = tuple(k for k, (kind, _, _) in SCHEMA.items() if kind == "path")
 
 
 def _codec_keys(name):
@@ -104,18 +109,23 @@ class Config:
     def tracks_options(self):
         return {k.split(".", 1)[1]: v for k, v in self.values.items() if k.startswith("tracks.")}
 
-    def config_hash(self):
-        """sha256 of what decides a job's outputs: codec config, track settings and
-        the reading options (not paths, pool or progress)."""
+    def decisive(self):
+        """What decides a job's outputs: the codec config, the track settings, the
+        reading options and the track format version (not paths, pool or progress).
+        Hashed into :meth:`config_hash` and recorded in every manifest row, so the
+        planner can name what changed."""
         from bodybatch.formats import TRACK_FORMAT_VERSION
 
-        decisive = {
+        return {
             "codec": self.codec_config(),
             "tracks": self.tracks_options(),
             "allow_pickle": self.values["input.allow_pickle"],
             "format": list(TRACK_FORMAT_VERSION),
         }
-        text = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self):
+        """sha256 of :meth:`decisive`."""
+        text = json.dumps(self.decisive(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -131,7 +141,8 @@ def load_config(path, overrides=None):
     Raises
     ------
     ConfigError
-        Naming the file, the key path and the allowed values.
+        Naming the file and every bad key with its allowed values (YAML syntax
+        errors: the line and column).
     """
     import yaml
 
@@ -140,10 +151,17 @@ def load_config(path, overrides=None):
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML (or uses tags that build objects): {_first_line(exc)}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or _first_line(exc)
+        if "could not determine a constructor" in str(exc):
+            problem = f"tags that build objects are not allowed ({problem})"
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     return config_from_dict(data if data is not None else {}, base_dir=path.parent, source=str(path), overrides=overrides)
 
 
@@ -151,85 +169,101 @@ def _first_line(exc):
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _flatten(data, prefix, out, where):
+def _flatten(data, prefix, out, problems):
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: '{prefix or 'the top level'}' must be a mapping, got {type(data).__name__}")
+        problems.append(f"'{prefix or 'the top level'}' must be a mapping, got {type(data).__name__}")
+        return
     for key, value in data.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{where}: key {key!r} under '{prefix or 'top level'}' must be a string")
+            problems.append(f"key {key!r} under '{prefix or 'top level'}' must be a string")
+            continue
         full = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict) and full != "manifest":
-            _flatten(value, full, out, where)
+            _flatten(value, full, out, problems)
         else:
             out[full] = value
 
 
-def _check_value(key, value, kind, where):
+def _check_value(key, value, kind):
+    """The validated value, or raise ValueError with the problem."""
     if value is None:
         return None
     if isinstance(kind, tuple):
         if value not in kind:
-            raise ConfigError(f"{where}: {key} must be one of {', '.join(kind)}; got {value!r}")
+            raise ValueError(f"{key} must be one of {', '.join(kind)}; got {value!r}")
         return value
     if kind == "path":
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: {key} must be a path string; got {value!r}")
+            raise ValueError(f"{key} must be a path string; got {value!r}")
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{where}: {key} must be {kind.__name__}; got {value!r}")
+        raise ValueError(f"{key} must be {kind.__name__}; got {value!r}")
     return value
 
 
+def _unknown_key(key):
+    sections = sorted({k.split(".")[0] for k in SCHEMA})
+    section = key.split(".")[0]
+    if section in sections:
+        return f"unknown key {key!r}; allowed keys: " + ", ".join(k for k in SCHEMA if k.split(".")[0] == section)
+    return f"unknown key {key!r}; allowed sections: {', '.join(sections)}"
+
+
 def config_from_dict(data, base_dir=".", source="<dict>", overrides=None):
-    """Validate a nested dict (as loaded from YAML) into a :class:`Config`."""
-    flat = {}
-    _flatten(data, "", flat, source)
+    """Validate a nested dict (as loaded from YAML) into a :class:`Config`.
+
+    Every problem is collected and reported at once in one ConfigError
+    (``source: problem; problem; ...``).
+    """
+    problems, flat = [], {}
+    _flatten(data, "", flat, problems)
     for key, value in (overrides or {}).items():
         if value is not None:
             flat[key] = value
-    unknown = sorted(set(flat) - set(SCHEMA))
-    if unknown:
-        sections = sorted({k.split(".")[0] for k in SCHEMA})
-        raise ConfigError(
-            f"{source}: unknown key {unknown[0]!r}; allowed keys: "
-            + ", ".join(k for k in SCHEMA if k.split(".")[0] == unknown[0].split(".")[0])
-            if unknown[0].split(".")[0] in sections
-            else f"{source}: unknown key {unknown[0]!r}; allowed sections: {', '.join(sections)}"
-        )
+    problems += [_unknown_key(key) for key in sorted(set(flat) - set(SCHEMA))]
     values = {}
     for key, (kind, default, _help) in SCHEMA.items():
         if key in flat:
-            values[key] = _check_value(key, flat[key], kind, source)
+            try:
+                values[key] = _check_value(key, flat[key], kind)
+            except ValueError as exc:
+                problems.append(str(exc))
+                values[key] = default if default is not _REQUIRED else None
         elif default is _REQUIRED:
-            raise ConfigError(f"{source}: missing required key {key}")
+            problems.append(f"missing required key {key}")
+            values[key] = None
         else:
             values[key] = default
     base = Path(base_dir).resolve()
-    for key in ("input.root", "output.root", "manifest"):
+    for key in _PATH_KEYS:
         if values[key] is not None:
             values[key] = Path(os.path.normpath(base / os.path.expanduser(values[key])))
     out_root = values["output.root"]
-    if values["manifest"] is None:
-        values["manifest"] = out_root / "manifest.jsonl"
-    if not is_inside(values["manifest"], out_root) or values["manifest"] == out_root:
-        raise ConfigError(f"{source}: manifest must be a file inside output.root ({out_root}); got {values['manifest']}")
-    _check_ranges(values, source)
+    if out_root is not None:
+        if values["manifest"] is None:
+            values["manifest"] = out_root / "manifest.jsonl"
+        if not is_inside(values["manifest"], out_root) or values["manifest"] == out_root:
+            problems.append(f"manifest must be a file inside output.root ({out_root}); got {values['manifest']}")
+    if not problems:
+        _check_ranges(values, problems)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
     return Config(values, source)
 
 
-def _check_ranges(v, where):
+def _check_ranges(v, problems):
     def need(ok, key, rule):
         if not ok:
-            raise ConfigError(f"{where}: {key} {rule}; got {v[key]!r}")
+            problems.append(f"{key} {rule}; got {v[key]!r}")
 
     need(v["tracks.min_length"] >= 1, "tracks.min_length", "must be >= 1")
     need(v["tracks.max_gap"] >= 0, "tracks.max_gap", "must be >= 0")
     need(v["tracks.gate_mm"] > 0, "tracks.gate_mm", "must be > 0 (mm)")
     need(v["pool.n_jobs"] == -1 or v["pool.n_jobs"] >= 1, "pool.n_jobs", "must be >= 1 or -1")
     need(not v["input.pattern"].startswith("/") and ".." not in Path(v["input.pattern"]).parts,
-         "input.pattern", "must be relative to input.root without '..'")
+         "input.pattern", "must be relative to input.root without '..'")  # fmt: skip
     from bodybatch.codec import get_codec
     from bodybatch.errors import TrackError
 
@@ -239,8 +273,8 @@ def _check_ranges(v, where):
         if key.startswith("codec.") and key != "codec.name":
             short = key.split(".", 1)[1]
             if short not in keys and v[key] != SCHEMA[key][1]:
-                raise ConfigError(f"{where}: {key} does not apply to codec {name}; its keys: {', '.join(keys)}")
+                problems.append(f"{key} does not apply to codec {name}; its keys: {', '.join(keys)}")
     try:
         get_codec(name, **{k: v[f"codec.{k}"] for k in keys if v[f"codec.{k}"] is not None})
     except TrackError as exc:
-        raise ConfigError(f"{where}: codec: {exc}") from None
+        problems.append(f"codec: {exc}")

@@ -10,6 +10,8 @@ error). The driver turns those facts into manifest rows (:mod:`bodybatch.manifes
 """
 
 import os
+import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from bodybatch._files import file_sha256
+from bodybatch._json import to_jsonable as _to_jsonable
 from bodybatch._rows import DETECTION_FIELDS
 from bodybatch.errors import BodybatchError, OutputError
 
@@ -24,6 +27,9 @@ __all__ = ["Job", "JobSettings", "run_job", "TRACK_PREFIX"]
 
 #: Track files of a video are ``<output dir>/track_NNNN.xz``.
 TRACK_PREFIX = "track_"
+#: A job writes into ``<output dir>/.staging-XXXX.tmp/`` first (removed by the next run
+#: if the job was killed).
+STAGING_PREFIX = ".staging-"
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,21 @@ class JobSettings:
     tracks : dict
         ``tracks.*`` settings (``mode``, ``min_length``, ...).
     allow_pickle : bool
+    on_truncated : {"fail", "keep"}
+        What a truncated or corrupt input does: fail the video, or keep the frames
+        read before the damage.
     config_hash : str
+    decisive : dict
+        The settings the hash is taken of (recorded in the manifest rows).
     """
 
     output_root: str
     codec: object
     tracks: dict
     allow_pickle: bool
+    on_truncated: str
     config_hash: str
+    decisive: dict
 
 
 @dataclass
@@ -77,6 +90,11 @@ class Job:
         Outcome: ``mode``, tracks ``kept`` and ``dropped_short``.
     error : str or None
         Outcome: why the video failed (one line naming the file).
+    traceback : str or None
+        Outcome: the full traceback of the failure (for the log, not the manifest).
+    truncated : dict or None
+        Outcome with ``on_truncated: keep``: ``frames_read``, ``frames_expected`` and
+        the ``error`` that ended the input early.
     person_frames : int
         Outcome: rows written over all tracks.
     """
@@ -94,6 +112,8 @@ class Job:
     tracks: dict = field(default_factory=dict)
     tracking: Optional[dict] = None
     error: Optional[str] = None
+    traceback: Optional[str] = None
+    truncated: Optional[dict] = None
     person_frames: int = 0
     seconds: float = 0.0
 
@@ -117,7 +137,7 @@ def run_job(job):
     """Convert one video; returns ``job`` with its outcome filled in (``error`` set
     when it failed: every error is caught, so one bad video never stops a run)."""
     start = time.perf_counter()
-    job.tracks, job.error = {}, None
+    job.tracks, job.error, job.traceback, job.truncated = {}, None, None, None
     try:
         _convert(job)
     except BodybatchError as exc:
@@ -128,6 +148,7 @@ def run_job(job):
         tb = traceback.extract_tb(exc.__traceback__)[-1]
         job.error = f"internal error {type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}: {exc}"
     if job.error is not None:
+        job.traceback = traceback.format_exc()
         job.tracks = {}
         if not job.error.startswith(str(job.input_path)):
             job.error = f"{job.video}: {job.error}"
@@ -141,47 +162,84 @@ def run_job(job):
 
 
 def _convert(job):
+    """Read, split and write; track files are written to a staging folder and moved
+    into place only when the whole video succeeded, so a failure leaves the video's
+    previous files as they were."""
     from bodybatch.formats.bodycompress import read_predictions
-    from bodybatch._json import to_jsonable
     from bodybatch.splitting import make_splitter
-    from bodybatch.track_writer import TrackWriter
 
     settings = job.settings
-    out_root = settings.output_root
-    out_dir = _safe_target(out_root, job.output_dir)
+    out_dir = _safe_target(settings.output_root, job.output_dir)
     job.input = _input_info(job)
     codec = settings.codec
     reader = read_predictions(job.input_path, allow_pickle=settings.allow_pickle, keep_grid=codec.grid_fields)
-    job.metadata = to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
+    job.metadata = _to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
     options = dict(settings.tracks)
     min_length = options.pop("min_length")
     splitter = make_splitter(options.pop("mode"), min_length=min_length, **options)
-    writers, done, dropped, structures = {}, {}, [], {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=".tmp", dir=out_dir))
+    try:
+        done, dropped = _write_tracks(job, reader, splitter, min_length, staging)
+        for info in done.values():  # whole video done: publish its files
+            final = out_dir / Path(info.path).name
+            os.replace(info.path, final)
+            info.path = str(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(out_dir, {Path(info.path).name for info in done.values()})
+    real_root = os.path.realpath(settings.output_root)
+    for key in sorted(done):
+        info = done[key]
+        job.tracks[int(key)] = (Path(info.path).relative_to(real_root).as_posix(), info)
+    job.tracking = {"mode": settings.tracks["mode"], "kept": len(done), "dropped_short": len(dropped)}
+
+
+def _write_tracks(job, reader, splitter, min_length, staging):
+    """Split the frames of ``reader`` into tracks written to ``staging``; returns
+    ({key: TrackInfo}, [lengths of dropped short tracks])."""
+    from bodybatch.errors import FormatError
+    from bodybatch.track_writer import TrackWriter
+
+    writers, done, dropped, structures = {}, {}, [], {}
 
     def close(key):
         writer = writers.pop(key)
         if len(writer) >= min_length:
-            done[key] = writer.close()
+            info = done[key] = writer.close()
+            if info.sha256 is None:
+                info.sha256 = file_sha256(info.path)
         else:
             writer.abort()
             dropped.append(len(writer))
 
+    t = 0
     try:
-        for t, frame in enumerate(reader):
+        frames = iter(reader)
+        while True:
+            try:
+                frame = next(frames, None)
+            except FormatError as exc:
+                if job.settings.on_truncated != "keep":
+                    raise
+                job.truncated = {"frames_read": t, "frames_expected": len(reader), "error": str(exc)}
+                break
+            if frame is None:
+                break
             update = splitter.update(t, frame)
             for key, j in update.assignments:
                 writer = writers.get(key)
                 if writer is None:
-                    target = _safe_target(out_root, f"{job.output_dir}/{TRACK_PREFIX}{key:04d}.xz")
                     meta = {"video": job.video, "track": int(key), "source": job.metadata}
-                    writer = writers[key] = TrackWriter(target, meta, codec=codec, structures=structures)
+                    target = staging / f"{TRACK_PREFIX}{key:04d}.xz"
+                    writer = writers[key] = TrackWriter(target, meta, codec=job.settings.codec, structures=structures)
                 row = {k: frame[k][j] for k in DETECTION_FIELDS if k in frame}
                 if frame.get("camera") is not None:
                     row["camera"] = frame["camera"]
                 writer.append(row, frame_index=t)
             for key in update.ended:
                 close(key)
+            t += 1
         for key in splitter.finish():
             if key in writers:
                 close(key)
@@ -189,14 +247,7 @@ def _convert(job):
         for writer in writers.values():
             writer.abort()
         raise
-    _remove_stale(out_dir, {Path(info.path).name for info in done.values()})
-    real_root = os.path.realpath(out_root)
-    for key in sorted(done):
-        info = done[key]
-        if info.sha256 is None:
-            info.sha256 = file_sha256(info.path)
-        job.tracks[int(key)] = (Path(info.path).relative_to(real_root).as_posix(), info)
-    job.tracking = {"mode": settings.tracks["mode"], "kept": len(done), "dropped_short": len(dropped)}
+    return done, dropped
 
 
 def _remove_stale(out_dir, keep):

@@ -46,11 +46,14 @@ class ManifestRow(Mapping):
     # -- constructors (the driver builds rows from a finished job) ----------------------
     @classmethod
     def _base(cls, job, status, **fields):
-        return cls({
-            "video": job.video, "status": status, "input": job.input,
-            "config_hash": job.settings.config_hash, "bodybatch_version": __version__, "created": _now(),
-            **fields,
-        })  # fmt: skip
+        data = {
+            "video": job.video, "status": status, "input": job.input, "config_hash": job.settings.config_hash,
+            "settings": job.settings.decisive, "bodybatch_version": __version__, "created": _now(), **fields,
+        }  # fmt: skip
+        if job.truncated is not None:  # on_truncated: keep
+            data.update(truncated=True, frames_read=job.truncated["frames_read"],
+                        frames_expected=job.truncated["frames_expected"])  # fmt: skip
+        return cls(data)
 
     @classmethod
     def ok(cls, job, key, path, info):
@@ -169,6 +172,10 @@ class ManifestWriter:
         """Set the rows of one video (replacing its previous rows)."""
         self._videos[video] = list(rows)
         self._dirty = True
+
+    def video_rows(self, video):
+        """The rows of one video (a copy of the list)."""
+        return list(self._videos.get(video, ()))
 
     def rows(self):
         return sorted((r for rows in self._videos.values() for r in rows), key=ManifestRow.sort_key)

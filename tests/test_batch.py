@@ -135,7 +135,7 @@ def test_run_plan_rerun_cycle(tmp_path, capsys):
     # A codec change redoes everything with the new settings.
     cfg2 = make_config(tmp_path, codec={"quantization_mm": 1.0})
     cli(["plan", str(cfg2)])
-    assert "codec or track settings changed" in capsys.readouterr().out
+    assert "changed: codec.quantization_mm 0.5 -> 1.0" in capsys.readouterr().out
     assert cli(["run", str(cfg2)]) == 0
     assert all(r["codec"]["quantization_mm"] == 1.0 for r in rows_of(tmp_path) if r["status"] == "ok")
 
