@@ -140,15 +140,10 @@ def run_job(job):
     job.tracks, job.error, job.traceback, job.truncated = {}, None, None, None
     try:
         _convert(job)
-    except BodybatchError as exc:
-        job.error = str(exc)
-    except MemoryError:
-        job.error = "out of memory"
-    except Exception as exc:  # a bug or an unexpected library error: keep the run going
-        tb = traceback.extract_tb(exc.__traceback__)[-1]
-        job.error = f"internal error {type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}: {exc}"
-    if job.error is not None:
+    except Exception as exc:  # every error: one bad video never stops a run
         job.traceback = traceback.format_exc()
+        job.error = _describe(exc)
+    if job.error is not None:
         job.tracks = {}
         if not job.error.startswith(str(job.input_path)):
             job.error = f"{job.video}: {job.error}"
@@ -159,6 +154,17 @@ def run_job(job):
     job.person_frames = sum(info.n_frames for _, info in job.tracks.values())
     job.seconds = time.perf_counter() - start
     return job
+
+
+def _describe(exc):
+    """One line for the manifest: the message of a bodybatch error; where a bug or an
+    unexpected library error happened."""
+    if isinstance(exc, BodybatchError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    tb = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"internal error {type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}: {exc}"
 
 
 def _convert(job):
