@@ -31,24 +31,25 @@ def is_inside(path, root):
 def write_atomically(path, write, what="", make_parents=False):
     """Write a whole file through ``write(f)`` (``f`` open in binary mode) to a
     temporary name beside ``path``, fsync it and rename it into place, so that
-    ``path`` is complete or untouched. On OSError the temporary is removed and an
-    OutputError names ``path`` (and ``what`` it is)."""
+    ``path`` is complete or untouched. On any error the temporary is removed; an
+    OSError becomes an OutputError naming ``path`` (and ``what`` it is)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if make_parents:
             path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        f = open(tmp, "wb")
+        with f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
+            publish(f, tmp, path)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise OutputError(f"{path}: cannot write{' ' + what if what else ''} ({exc.strerror})") from exc
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write{' ' + what if what else ''} ({exc.strerror})") from exc
+        raise
 
 
 def publish(f, tmp_path, path):

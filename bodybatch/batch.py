@@ -1,10 +1,12 @@
 """The batch run: lock the output root, plan, run the jobs, keep the manifest.
 
-The driver (this process) is the manifest's only writer. It rewrites the manifest
-atomically every few seconds and at the end, so a run killed at any moment leaves a
-manifest that describes complete files only; the next run redoes what is missing.
-A video whose new attempt fails keeps its last complete result (rows and files)
-beside the failed row. Messages go to the ``bodybatch`` logger.
+The driver (this process) appends each video's rows to its own manifest journal as
+results arrive, after the video's files are in place, so a run killed at any moment
+leaves a manifest that describes complete files only; the next run redoes what is
+missing. At the end the journals are compacted into the sorted manifest file (by
+the last shard to finish, when the run is sharded). A video whose new attempt
+fails keeps its last complete result (rows and files) beside the failed row.
+Messages go to the ``bodybatch`` logger.
 """
 
 import logging
@@ -18,7 +20,7 @@ from pathlib import Path
 from bodybatch._files import human_bytes
 from bodybatch._lock import OutputLock
 from bodybatch.errors import BodybatchError, OutputError, PlanError
-from bodybatch.manifest import ManifestRow, ManifestWriter, read_manifest
+from bodybatch.manifest import Journal, ManifestRow, compact_manifest, iter_manifest
 from bodybatch.plan import plan_jobs
 
 __all__ = ["run_batch", "RunSummary"]
@@ -75,10 +77,11 @@ class RunSummary:
         return "\n".join([f"{k:<{width}}  {v}".rstrip() for k, v in lines] + [f"failed: {f}" for f in self.failures])
 
 
-def _remove_temporaries(root):
+def _remove_temporaries(root, folders=None):
     """Delete temporary files and staging folders a killed run left in the output
-    root (we hold the lock)."""
-    for path in sorted(Path(root).rglob(".*.tmp"), reverse=True):
+    root (a whole run holds the root) or, for a shard, in its videos' ``folders``."""
+    found = Path(root).rglob(".*.tmp") if folders is None else (p for d in folders for p in Path(d).glob(".*.tmp"))
+    for path in sorted(found, reverse=True):
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -101,7 +104,7 @@ def _make_output_root(root):
     return True
 
 
-def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_failed=False):
+def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_failed=False, shard=None):
     """Convert every selected video that is not up to date. Returns a :class:`RunSummary`.
 
     Parameters
@@ -115,6 +118,8 @@ def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_fail
         Globs over the videos' relative paths.
     skip_failed : bool
         Do not retry videos that failed before and whose input is unchanged.
+    shard : (int, int), optional
+        Run only shard ``i`` of ``n``; shards of one output root run concurrently.
     """
     from bodybatch.pool import run_jobs
 
@@ -124,51 +129,64 @@ def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_fail
         raise PlanError(f"{config.input_root}: input.root is not a folder")
     created = _make_output_root(config.output_root)
     summary = RunSummary()
-    with OutputLock(config.output_root):
+    with OutputLock(config.output_root, shard) as lock:
         try:
-            _remove_temporaries(config.output_root)
-            rows = read_manifest(config.manifest_path)
-            plan = plan_jobs(config, rows, force, only, exclude, skip_failed)
+            if shard is None:
+                _remove_temporaries(config.output_root)
+            plan = plan_jobs(config, iter_manifest(config.manifest_path), force, only, exclude, skip_failed, shard)
         except BodybatchError:
             if created:  # leave nothing behind (the lock file included) for a run that could not start
                 shutil.rmtree(config.output_root, ignore_errors=True)
             raise
+        if shard is not None:
+            _remove_temporaries(config.output_root, [config.output_root / j.output_dir for j in plan.jobs])
         for note in plan.notes:
             log.info(f"note: {note}")
         for video in plan.orphans:
             log.info(f"note: {video}: in the manifest but its input is gone (rows kept)")
-        writer = ManifestWriter(config.manifest_path, rows)
         todo = plan.todo
         summary.skipped = sum(job.action == "skipped" for job in plan.jobs)
         summary.up_to_date = len(plan.jobs) - len(todo) - summary.skipped
         bar = _Progress(len(todo), progress, start)
+        journal = Journal(config.manifest_path, lock.name) if todo else None
         try:
             pool = config["pool.n_jobs"], config["pool.backend"], config["pool.scheduler"]
             for job in run_jobs(_largest_first(todo), *pool):
-                new_rows = ManifestRow.from_job(job)
-                summary.bytes_read += (job.input or {}).get("bytes", 0)
-                if job.error is None:
-                    summary.converted += 1
-                    summary.person_frames += job.person_frames
-                    summary.bytes_written += sum(info.bytes for _, info in job.tracks.values())
-                else:  # keep the last complete result beside the failure
-                    summary.failed += 1
-                    summary.failures.append(job.error)
-                    new_rows = [r for r in writer.video_rows(job.video) if r.status == "ok"] + new_rows
-                    bar.write(f"failed: {job.error}")
-                    log.debug(f"{job.video}: traceback of the failure:\n{job.traceback}")
-                if job.truncated is not None:
-                    log.warning(f"{job.video}: truncated input: kept {job.truncated['frames_read']} of "
-                                f"{job.truncated['frames_expected']} frames ({job.truncated['error']})")  # fmt: skip
-                writer.replace_video(job.video, new_rows)
-                writer.maybe_flush()
-                bar.update(summary.person_frames)
+                _record(job, journal, summary, bar)
         finally:
             bar.close()
-            writer.flush()
-        final = writer.rows()
-    summary.videos = len({row.video for row in final})
-    for row in final:
+            if journal is not None:
+                journal.close()
+        if lock.try_exclusive():  # no other shard running: merge the journals
+            compact_manifest(config.manifest_path)
+        _dataset_totals(config.manifest_path, summary)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _record(job, journal, summary, bar):
+    """Journal a finished job's rows and count it."""
+    summary.bytes_read += (job.input or {}).get("bytes", 0)
+    if job.error is None:
+        summary.converted += 1
+        summary.person_frames += job.person_frames
+        summary.bytes_written += sum(info.bytes for _, info in job.tracks.values())
+    else:
+        summary.failed += 1
+        summary.failures.append(job.error)
+        bar.write(f"failed: {job.error}")
+        log.debug(f"{job.video}: traceback of the failure:\n{job.traceback}")
+    if job.truncated is not None:
+        log.warning(f"{job.video}: truncated input: kept {job.truncated['frames_read']} of "
+                    f"{job.truncated['frames_expected']} frames ({job.truncated['error']})")  # fmt: skip
+    journal.append(job.video, ManifestRow.from_job(job), keep_ok=job.error is not None)
+    bar.update(summary.person_frames)
+
+
+def _dataset_totals(manifest, summary):
+    videos = set()
+    for row in iter_manifest(manifest):
+        videos.add(row.video)
         if row.status == "ok":
             summary.tracks += 1
             summary.frames += row.n_frames
@@ -176,8 +194,7 @@ def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_fail
             summary.raw_bytes += row.raw_bytes
         elif row.status == "failed":
             summary.failed_videos += 1
-    summary.seconds = time.perf_counter() - start
-    return summary
+    summary.videos = len(videos)
 
 
 def _largest_first(jobs):

@@ -22,17 +22,28 @@ def _print(*args):
 
 def cmd_plan(args):
     from bodybatch.config import load_config
-    from bodybatch.manifest import read_manifest
+    from bodybatch.discover import parse_shard
+    from bodybatch.manifest import iter_manifest
     from bodybatch.plan import plan_jobs
 
     config = load_config(args.config)
-    rows = read_manifest(config.manifest_path)
-    plan = plan_jobs(config, rows, args.force, args.only, args.exclude, args.skip_failed)
-    width = max([len(j.video) for j in plan.jobs] + [5])
-    for job in plan.jobs:
-        _print(f"{job.action:<11} {job.video:<{width}}  {job.reason}")
-    for video in plan.orphans:
-        _print(f"{'orphan':<11} {video:<{width}}  in the manifest, input file gone (rows kept)")
+    shard = parse_shard(args.shard) if args.shard else None
+    rows = iter_manifest(config.manifest_path)
+    plan = plan_jobs(config, rows, args.force, args.only, args.exclude, args.skip_failed, shard)
+    if args.summary:
+        counts = {}
+        for job in plan.jobs:
+            counts[job.action] = counts.get(job.action, 0) + 1
+        for action, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            _print(f"{action:<11} {n}")
+        if plan.orphans:
+            _print(f"{'orphan':<11} {len(plan.orphans)}")
+    else:
+        width = max([len(j.video) for j in plan.jobs] + [5])
+        for job in plan.jobs:
+            _print(f"{job.action:<11} {job.video:<{width}}  {job.reason}")
+        for video in plan.orphans:
+            _print(f"{'orphan':<11} {video:<{width}}  in the manifest, input file gone (rows kept)")
     for note in plan.notes:
         _print(f"note: {note}")
     todo = len(plan.todo)
@@ -45,14 +56,28 @@ def cmd_plan(args):
 def cmd_run(args):
     from bodybatch.batch import run_batch
     from bodybatch.config import load_config
+    from bodybatch.discover import parse_shard
 
     overrides = {"pool.n_jobs": args.jobs, "pool.backend": args.backend, "pool.scheduler": args.scheduler}
     config = load_config(args.config, overrides=overrides)
     progress = False if args.no_progress or args.quiet else None
-    summary = run_batch(config, args.force, progress, args.only, args.exclude, args.skip_failed)
+    shard = parse_shard(args.shard) if args.shard else None
+    summary = run_batch(config, args.force, progress, args.only, args.exclude, args.skip_failed, shard)
     _print(summary.table())
     _print(f"manifest: {config.manifest_path}")
     return summary.exit_code
+
+
+def cmd_manifest(args):
+    from bodybatch._lock import OutputLock
+    from bodybatch.config import load_config
+    from bodybatch.manifest import compact_manifest
+
+    config = load_config(args.config)
+    with OutputLock(config.output_root):
+        merged = compact_manifest(config.manifest_path)
+    _print(f"{config.manifest_path}: merged {merged} journal(s)" if merged else f"{config.manifest_path}: nothing to merge")
+    return 0
 
 
 def cmd_audit(args):
@@ -114,10 +139,13 @@ def build_parser():
     select.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                         help="skip videos whose path matches GLOB; repeatable")
     select.add_argument("--skip-failed", action="store_true",
-                        help="do not retry videos that failed before and whose input is unchanged")  # fmt: skip
+                        help="do not retry videos that failed before and whose input is unchanged")
+    select.add_argument("--shard", metavar="I/N|slurm",
+                        help="only shard I of N (0-based; 'slurm': from SLURM_ARRAY_TASK_*); shards run together")  # fmt: skip
 
     s = sub.add_parser("plan", parents=[common, select], help="show what a run would do, and why, without writing anything")
     s.add_argument("--force", action="store_true", help="plan to redo every video")
+    s.add_argument("--summary", action="store_true", help="counts per action instead of one line per video")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("run", parents=[common, select], help="convert every video that is not up to date")
@@ -127,6 +155,11 @@ def build_parser():
     s.add_argument("--force", action="store_true", help="redo every video")
     s.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("manifest", parents=[common], help="manifest maintenance: 'compact' merges the journals")
+    s.add_argument("action", choices=["compact"], help="compact: merge the journals into the sorted manifest")
+    s.add_argument("config", help="YAML config file")
+    s.set_defaults(func=cmd_manifest)
 
     s = sub.add_parser("audit", parents=[common], help="check every file listed in a manifest")
     s.add_argument("manifest", help="manifest.jsonl")

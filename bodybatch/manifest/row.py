@@ -1,26 +1,19 @@
-"""The audit manifest: JSON Lines, one :class:`ManifestRow` per output track (or per
-failed or empty video).
+"""The manifest row: one per output track (or per failed or empty video).
 
 This module owns the row: its constructors from a finished :class:`~bodybatch.job.Job`,
 the accessors the planner, the audit and the run summary read, and its one
-serialization (sorted keys, strict JSON). Only the driver process writes the file,
-always as a whole via a temporary file and ``os.replace`` in the same folder, so it
-is never half-written; rows are sorted by (video, track), so the same results give
-the same bytes. See the README for the fields.
+serialization (sorted keys, strict JSON). See the README for the fields.
 """
 
 import json
-import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 
-from bodybatch._files import write_atomically
 from bodybatch._json import to_jsonable
 from bodybatch._version import __version__
 from bodybatch.errors import FormatError
 
-__all__ = ["ManifestRow", "STATUSES", "read_manifest", "ManifestWriter"]
+__all__ = ["ManifestRow", "STATUSES"]
 
 STATUSES = ("ok", "failed", "no_tracks")
 
@@ -127,66 +120,3 @@ class ManifestRow(Mapping):
 
     def __repr__(self):
         return f"ManifestRow({self.video!r}, {self.status!r}, track={self.track!r})"
-
-
-def read_manifest(path):
-    """Rows of a manifest file ([] when it does not exist).
-
-    Raises
-    ------
-    FormatError
-        Naming the file and line when a row is not a JSON object with a known status.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: cannot read manifest ({exc})") from None
-    return [ManifestRow.from_json(line, f"{path}:{n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-class ManifestWriter:
-    """Holds the manifest rows of a run and rewrites the file atomically.
-
-    Parameters
-    ----------
-    path : path-like
-    rows : list of ManifestRow
-        Rows to start from (the previous manifest's rows).
-    flush_seconds : float
-        :meth:`maybe_flush` writes at most this often.
-    """
-
-    def __init__(self, path, rows=(), flush_seconds=10.0):
-        self.path = Path(path)
-        self._videos = {}
-        for row in rows:
-            self._videos.setdefault(row.video, []).append(row)
-        self.flush_seconds = flush_seconds
-        self._last_flush = 0.0
-        self._dirty = False
-
-    def replace_video(self, video, rows):
-        """Set the rows of one video (replacing its previous rows)."""
-        self._videos[video] = list(rows)
-        self._dirty = True
-
-    def video_rows(self, video):
-        """The rows of one video (a copy of the list)."""
-        return list(self._videos.get(video, ()))
-
-    def rows(self):
-        return sorted((r for rows in self._videos.values() for r in rows), key=ManifestRow.sort_key)
-
-    def maybe_flush(self):
-        if self._dirty and time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
-
-    def flush(self):
-        """Write all rows to a temporary file beside the manifest and rename it."""
-        data = "".join(r.to_json() + "\n" for r in self.rows()).encode("utf-8")
-        write_atomically(self.path, lambda f: f.write(data), "manifest", make_parents=True)
-        self._last_flush = time.monotonic()
-        self._dirty = False
