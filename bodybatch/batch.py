@@ -99,6 +99,10 @@ def _make_output_root(root):
         raise OutputError(f"{root}: output.root exists and is not a folder")
     try:
         root.mkdir(parents=True)
+    except FileExistsError:
+        if root.is_dir():  # another shard made it just now
+            return False
+        raise OutputError(f"{root}: output.root exists and is not a folder") from None
     except OSError as exc:
         raise OutputError(f"{root}: cannot create output.root ({exc.strerror})") from None
     return True
