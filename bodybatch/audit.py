@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bodybatch._files import file_sha256, human_bytes
 from bodybatch.errors import BodybatchError
-from bodybatch.manifest import read_manifest
+from bodybatch.manifest import iter_manifest, journal_files
 
 __all__ = ["audit_manifest", "AuditReport"]
 
@@ -62,43 +62,55 @@ def audit_manifest(manifest, root=None, quick=False):
     manifest = Path(manifest)
     root = Path(root) if root is not None else manifest.parent
     report = AuditReport()
+    if not manifest.exists() and not journal_files(manifest):
+        report.problems.append((str(manifest), "manifest not found"))
+        return report
+    seen = set()
     try:
-        rows = read_manifest(manifest)
+        for row in iter_manifest(manifest, warn=report.warnings.append):
+            report.rows += 1
+            _audit_row(row, root, quick, seen, report)
     except BodybatchError as exc:
         report.problems.append((str(manifest), str(exc)))
         return report
-    if not manifest.exists():
-        report.problems.append((str(manifest), "manifest not found"))
-        return report
-    report.rows = len(rows)
-    seen = set()
-    for row in rows:
-        if row.status == "failed":
-            report.problems.append((row.video, f"conversion failed: {row.error}"))
-            continue
-        if row.status != "ok":
-            continue
-        rel = row.path
-        if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
-            report.problems.append((row.video, f"invalid path in manifest: {rel!r}"))
-            continue
-        if rel in seen:
-            report.problems.append((rel, "listed twice in the manifest"))
-            continue
-        seen.add(rel)
-        report.checked += 1
-        problem = _check_row(root / rel, row, quick)
-        if problem:
-            report.problems.append((rel, problem))
-        else:
-            report.ok += 1
-            report.bytes += row.bytes
-    tracked = {Path(p).as_posix() for p in seen}
-    for path in sorted(root.rglob("*.xz")):
-        rel = path.relative_to(root).as_posix()
-        if rel not in tracked and not path.name.startswith("."):
+    for rel in _track_files(root):
+        if rel not in seen:
             report.warnings.append(f"{rel}: track file not in the manifest")
     return report
+
+
+def _track_files(root):
+    """Relative '/'-paths of the visible ``*.xz`` files below ``root``, folder by folder
+    in sorted order (streamed: hidden folders, e.g. staging, are skipped)."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(folder, root)
+        for name in sorted(files):
+            if name.endswith(".xz") and not name.startswith("."):
+                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+
+def _audit_row(row, root, quick, seen, report):
+    if row.status == "failed":
+        report.problems.append((row.video, f"conversion failed: {row.error}"))
+        return
+    if row.status != "ok":
+        return
+    rel = row.path
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        report.problems.append((row.video, f"invalid path in manifest: {rel!r}"))
+        return
+    if rel in seen:
+        report.problems.append((rel, "listed twice in the manifest"))
+        return
+    seen.add(rel)
+    report.checked += 1
+    problem = _check_row(root / rel, row, quick)
+    if problem:
+        report.problems.append((rel, problem))
+    else:
+        report.ok += 1
+        report.bytes += row.bytes
 
 
 def _check_row(path, row, quick):
