@@ -31,10 +31,11 @@ class ManifestRow(Mapping):
     ``row.bytes`` ...) and any field as ``row["field"]`` or ``row.get("field")``.
     """
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "_line")
 
-    def __init__(self, data):
+    def __init__(self, data, line=None):
         self.data = data
+        self._line = line  # its JSON text when read from a file (plain JSON already)
 
     # -- constructors (the driver builds rows from a finished job) ----------------------
     @classmethod
@@ -105,7 +106,9 @@ class ManifestRow(Mapping):
     # -- serialization -------------------------------------------------------------------
     def to_json(self):
         """One line of strict JSON (keys sorted, no spaces)."""
-        return json.dumps(to_jsonable(self.data), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        if self._line is None:
+            self._line = json.dumps(to_jsonable(self.data), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return self._line
 
     @classmethod
     def from_json(cls, line, where="manifest"):
@@ -114,6 +117,13 @@ class ManifestRow(Mapping):
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise FormatError(f"{where}: not a JSON row ({exc.msg})") from None
+        row = cls.from_data(data, where)
+        row._line = line.strip()  # bodybatch wrote it sorted and compact: kept as is
+        return row
+
+    @classmethod
+    def from_data(cls, data, where="manifest"):
+        """A row from a parsed JSON object; FormatError when it is not a manifest row."""
         if not isinstance(data, dict) or data.get("status") not in STATUSES or "video" not in data:
             raise FormatError(f"{where}: not a manifest row (needs 'video' and a status in {STATUSES})")
         return cls(data)

@@ -143,7 +143,7 @@ def _read_journal(path, warn):
         last = n == len(lines)  # no newline after it: the writer may have been killed mid-line
         try:
             record = json.loads(line)
-            rows = [ManifestRow.from_json(json.dumps(r), f"{path}:{n}") for r in record["rows"]]
+            rows = [ManifestRow.from_data(r, f"{path}:{n}") for r in record["rows"]]
             records.append((int(record["seq"]), str(record["video"]), bool(record.get("keep_ok")), rows))
         except (ValueError, KeyError, TypeError, FormatError) as exc:
             if last:
