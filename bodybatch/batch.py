@@ -89,8 +89,9 @@ def run_batch(config, force=False, progress=None, log=None):
         summary = RunSummary(videos=len(jobs), up_to_date=len(jobs) - len(todo))
         bar = _progress_bar(len(todo), progress)
         frames_done = 0
+        finished = False
         try:
-            pool = config["pool.n_jobs"], config["pool.backend"], config["pool.scheduler"]
+            pool = [config[f"pool.{key}"] for key in ("n_jobs", "backend", "scheduler", "connect_timeout")]
             for job in run_jobs(_largest_first(todo), *pool):
                 writer.replace_video(job.video, ManifestRow.from_job(job))
                 writer.maybe_flush()
@@ -102,10 +103,12 @@ def run_batch(config, force=False, progress=None, log=None):
                     elapsed = max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix_str(f"{frames_done / elapsed:.0f} person-frames/s", refresh=False)
                     bar.update(1)
+            finished = True
         finally:
             if bar is not None:
                 bar.close()
-            writer.flush()
+            if finished or writer.dirty:  # a pool that failed to start leaves the manifest as it was
+                writer.flush()
         final = writer.rows()
     summary.converted = len(todo)
     for row in final:

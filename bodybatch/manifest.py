@@ -170,6 +170,11 @@ class ManifestWriter:
         self._videos[video] = list(rows)
         self._dirty = True
 
+    @property
+    def dirty(self):
+        """Whether rows changed since the last :meth:`flush`."""
+        return self._dirty
+
     def rows(self):
         return sorted((r for rows in self._videos.values() for r in rows), key=ManifestRow.sort_key)
 
