@@ -88,10 +88,11 @@ def _dask_client(n_workers, scheduler, connect_timeout):
         with _connect(Client, scheduler, connect_timeout) as client:
             yield client
         return
-    cluster = LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=40,
-    )
+    with _sigint_ignored():  # the worker processes start ignoring Ctrl-C (see below)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=40,
+        )
     with cluster, Client(cluster) as client:
         yield client
 
@@ -109,3 +110,28 @@ def _connect(client_class, scheduler, timeout):
             f"pool.scheduler: no dask scheduler answered at {scheduler} within {timeout:g} s "
             f"(pool.connect_timeout); is it running?"
         ) from None
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT in this process while the block runs (main thread only).
+
+    A terminal's Ctrl-C signals the whole foreground process group: the driver and
+    every dask worker process. The driver stops the run and closes the cluster
+    (:mod:`bodybatch.cli` prints one line); a worker that also got the signal dies
+    with a KeyboardInterrupt traceback. A child process inherits SIG_IGN through
+    fork and exec, and Python then installs no KeyboardInterrupt handler in it, so
+    workers started inside this block ignore Ctrl-C and are stopped by the driver.
+    A Ctrl-C that arrives inside the block is ignored by the driver too.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

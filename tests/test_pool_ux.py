@@ -4,6 +4,7 @@ traceback, and leave the output root as the next run needs it."""
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -100,3 +101,39 @@ def test_dead_scheduler_on_a_fresh_root_writes_no_manifest(tmp_path, dead_addres
         run_batch(config)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".bodybatch.lock"]
     assert cli(["run", str(path), "--backend", "dask", "--scheduler", "127.0.0.1"]) == 2  # no port: bad address
+
+
+def _interrupt_when_busy(proc, out, after=0.3, limit=120):
+    """SIGINT to ``proc``'s process group (a terminal's Ctrl-C) once a worker writes a
+    track file (a temporary in ``out``); False when the run ended first."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and time.monotonic() < deadline and not any(out.rglob(".*.tmp")):
+        time.sleep(0.02)
+    time.sleep(after)
+    if proc.poll() is not None:
+        return False
+    os.killpg(proc.pid, signal.SIGINT)
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after", [0.0, 1.0])
+def test_ctrl_c_on_local_dask_cluster_is_one_line(tmp_path, after):
+    config = write_config(tmp_path, copies(tmp_path / "data", 12), n_jobs=2)
+    out = tmp_path / "out"
+    proc = bodybatch_cli("run", config, "--no-progress", "--backend", "dask")
+    assert _interrupt_when_busy(proc, out, after), "the run ended before Ctrl-C"
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.splitlines()[-1:] == ["bodybatch run: interrupted"], err
+    assert err.count("\n") <= 2, err
+    manifest = out / "manifest.jsonl"
+    done = len(read_manifest(manifest)) if manifest.exists() else 0
+    if done:  # what the interrupted run listed is complete
+        assert cli(["audit", str(manifest)]) == 0
+    assert cli(["run", str(config)]) == 0  # the lock is free; the rest converts
+    rows = read_manifest(manifest)
+    assert len({row["video"] for row in rows}) == 24 and done < len(rows)
+    assert all(row["status"] == "ok" for row in rows)
+    assert cli(["audit", str(manifest)]) == 0
+    assert list(out.rglob(".*.tmp")) == []
