@@ -53,7 +53,7 @@ def dead_address():
     """A tcp address nobody listens on (bound, never listening: connecting is refused)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        yield "tcp://127.0.0.1:%d" % sock.getsockname()[1]
+        yield f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.mark.parametrize("value", [0, -1.5, "ten", float("inf"), float("nan")])
@@ -78,7 +78,7 @@ def test_dead_scheduler_is_one_line_exit_2(tmp_path, dead_address):
     shutil.copy(SAMPLE / "clip_a.xz", data / "new.xz")
     start = time.perf_counter()
     proc = bodybatch_cli("run", config, "--no-progress", "--backend", "dask", "--scheduler", dead_address)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
