@@ -152,15 +152,14 @@ def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_fail
         summary.skipped = sum(job.action == "skipped" for job in plan.jobs)
         summary.up_to_date = len(plan.jobs) - len(todo) - summary.skipped
         bar = _Progress(len(todo), progress, start)
-        journal = Journal(config.manifest_path, lock.name) if todo else None
+        journal = Journal(config.manifest_path, lock.name)
         try:
-            pool = config["pool.n_jobs"], config["pool.backend"], config["pool.scheduler"]
+            pool = [config[f"pool.{key}"] for key in ("n_jobs", "backend", "scheduler", "connect_timeout")]
             for job in run_jobs(_largest_first(todo), *pool):
                 _record(job, journal, summary, bar)
         finally:
             bar.close()
-            if journal is not None:
-                journal.close()
+            journal.close()
         if lock.try_exclusive():  # no other shard running: merge the journals
             compact_manifest(config.manifest_path)
         _dataset_totals(config.manifest_path, summary)

@@ -55,6 +55,7 @@ def _schema():
         "pool.n_jobs": (int, 2, "worker processes (-1: one per core)"),
         "pool.backend": (BACKENDS, BACKENDS[0], "joblib backend; dask runs on a dask.distributed cluster"),
         "pool.scheduler": (str, None, "dask: scheduler address (unset: a local cluster of n_jobs workers)"),
+        "pool.connect_timeout": (float, 10.0, "dask: seconds to wait for pool.scheduler before giving up"),
         "pool.progress": (bool, True, "show a progress bar"),
     })  # fmt: skip
     return schema
@@ -262,6 +263,7 @@ def _check_ranges(v, problems):
     need(v["tracks.max_gap"] >= 0, "tracks.max_gap", "must be >= 0")
     need(v["tracks.gate_mm"] > 0, "tracks.gate_mm", "must be > 0 (mm)")
     need(v["pool.n_jobs"] == -1 or v["pool.n_jobs"] >= 1, "pool.n_jobs", "must be >= 1 or -1")
+    need(0 < v["pool.connect_timeout"] < float("inf"), "pool.connect_timeout", "must be a finite number of seconds > 0")
     need(not v["input.pattern"].startswith("/") and ".." not in Path(v["input.pattern"]).parts,
          "input.pattern", "must be relative to input.root without '..'")  # fmt: skip
     from bodybatch.codec import get_codec

@@ -27,7 +27,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "N
 _MALLOC_VARS = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
-def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None):
+def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None, connect_timeout=10.0):
     """Yield finished jobs (:func:`bodybatch.job.run_job`) as they finish.
 
     Parameters
@@ -39,6 +39,14 @@ def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None):
     backend : {"loky", "dask"}
     scheduler : str, optional
         dask scheduler address (``tcp://host:8786``); a local cluster when unset.
+    connect_timeout : float
+        Seconds to wait for ``scheduler`` to answer.
+
+    Raises
+    ------
+    ConfigError
+        Unknown backend, dask not installed, or ``scheduler`` malformed or not
+        answering within ``connect_timeout`` (before any job runs).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"pool.backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -62,7 +70,7 @@ def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None):
         parallel = Parallel(n_jobs=min(n_jobs, len(jobs)), return_as="generator_unordered", backend="loky")
         yield from parallel(calls)
         return
-    with _dask_client(n_jobs, scheduler):
+    with _dask_client(n_jobs, scheduler, connect_timeout):
         import joblib
 
         with joblib.parallel_config(backend="dask"):
@@ -71,18 +79,59 @@ def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None):
 
 
 @contextlib.contextmanager
-def _dask_client(n_workers, scheduler):
+def _dask_client(n_workers, scheduler, connect_timeout):
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("pool.backend 'dask' needs dask.distributed: pip install 'bodybatch[dask]'") from None
     if scheduler:
-        with Client(scheduler, timeout="30s") as client:
+        with _connect(Client, scheduler, connect_timeout) as client:
             yield client
         return
-    cluster = LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=40,
-    )
+    with _sigint_ignored():  # the worker processes start ignoring Ctrl-C (see below)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=40,
+        )
     with cluster, Client(cluster) as client:
         yield client
+
+
+def _connect(client_class, scheduler, timeout):
+    """A dask ``Client`` of ``scheduler``; a one-line :class:`ConfigError` naming the
+    address when it is malformed or does not answer within ``timeout`` seconds
+    (distributed raises ``ValueError`` or ``OSError`` with a chained traceback)."""
+    try:
+        return client_class(scheduler, timeout=timeout)
+    except ValueError as exc:
+        raise ConfigError(f"pool.scheduler: bad dask scheduler address {scheduler!r}: {exc}") from None
+    except OSError:
+        raise ConfigError(
+            f"pool.scheduler: no dask scheduler answered at {scheduler} within {timeout:g} s "
+            f"(pool.connect_timeout); is it running?"
+        ) from None
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT in this process while the block runs (main thread only).
+
+    A terminal's Ctrl-C signals the whole foreground process group: the driver and
+    every dask worker process. The driver stops the run and closes the cluster
+    (:mod:`bodybatch.cli` prints one line); a worker that also got the signal dies
+    with a KeyboardInterrupt traceback. A child process inherits SIG_IGN through
+    fork and exec, and Python then installs no KeyboardInterrupt handler in it, so
+    workers started inside this block ignore Ctrl-C and are stopped by the driver.
+    A Ctrl-C that arrives inside the block is ignored by the driver too.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

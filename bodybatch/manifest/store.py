@@ -70,14 +70,17 @@ class Journal:
     def __init__(self, manifest, writer="run", fsync_seconds=1.0):
         self.path = journal_dir(manifest) / f"{writer}.jsonl"
         self.fsync_seconds = fsync_seconds
+        self._f = None  # opened by the first append: a run that records nothing leaves no journal
+        self._synced = time.monotonic()
+        self._dirty = False
+
+    def _open(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "ab")
             self._drop_torn_tail()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot open the manifest journal ({exc.strerror})") from None
-        self._synced = time.monotonic()
-        self._dirty = False
 
     def _drop_torn_tail(self):
         """Cut a last line that a killed writer left without its newline."""
@@ -100,6 +103,8 @@ class Journal:
         """Record the rows of one video (a list of ManifestRow)."""
         record = {"seq": time.time_ns(), "video": video, "keep_ok": bool(keep_ok), "rows": [r.data for r in rows]}
         line = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        if self._f is None:
+            self._open()
         try:
             self._f.write(line)
             self._f.flush()
@@ -116,7 +121,7 @@ class Journal:
         self._synced = time.monotonic()
 
     def close(self):
-        if not self._f.closed:
+        if self._f is not None and not self._f.closed:
             try:
                 self.sync()
             finally:
