@@ -3,8 +3,6 @@ would, as a subprocess where stderr matters, and checks the one-line errors, the
 manifest and the files."""
 
 import hashlib
-import json
-import os
 import shutil
 import subprocess
 import sys
