@@ -8,6 +8,7 @@ malloc tuning below) through the environment, set before they start.
 """
 
 import contextlib
+import itertools
 import os
 
 from bodybatch.errors import ConfigError
@@ -70,12 +71,55 @@ def run_jobs(jobs, n_jobs=2, backend="loky", scheduler=None, connect_timeout=10.
         parallel = Parallel(n_jobs=min(n_jobs, len(jobs)), return_as="generator_unordered", backend="loky")
         yield from parallel(calls)
         return
-    with _dask_client(n_jobs, scheduler, connect_timeout):
-        import joblib
+    with _dask_client(n_jobs, scheduler, connect_timeout) as client:
+        yield from run_on_dask(client, jobs)
 
-        with joblib.parallel_config(backend="dask"):
-            parallel = Parallel(n_jobs=-1, return_as="generator_unordered")
-            yield from parallel(calls)
+
+def run_on_dask(client, jobs, in_flight=None):
+    """Yield finished jobs from a dask.distributed ``client``, keeping at most
+    ``in_flight`` jobs submitted at once (default: twice the cluster's threads), so a
+    dataset of 100k videos is not handed to the scheduler in one go.
+
+    A job whose worker dies under it is retried by the scheduler as its
+    ``distributed.scheduler.allowed-failures`` says (bodybatch's local cluster: once);
+    after that (``KilledWorker``) or for any other error of the cluster, the job
+    comes back failed, naming the worker loss, and the run goes on.
+    """
+    from distributed import as_completed
+
+    from bodybatch.job import run_job
+
+    if in_flight is None:
+        in_flight = 2 * max(1, sum(client.nthreads().values()))
+    queue = iter(jobs)
+    submitted = {}
+    finished = as_completed()
+
+    def submit(job):
+        future = client.submit(run_job, job, pure=False)
+        submitted[future] = job
+        finished.add(future)
+
+    for job in itertools.islice(queue, in_flight):
+        submit(job)
+    for future in finished:
+        job = submitted.pop(future)
+        try:
+            yield future.result()
+        except Exception as exc:  # KilledWorker, a lost connection...: this video fails, the run goes on
+            yield _lost(job, exc)
+        finally:
+            future.release()
+        job = next(queue, None)
+        if job is not None:
+            submit(job)
+
+
+def _lost(job, exc):
+    """``job`` as failed because the cluster lost it."""
+    reason = "its worker died while converting it, also on retry" if type(exc).__name__ == "KilledWorker" else str(exc)
+    job.tracks, job.error = {}, f"{job.video}: lost by the dask cluster: {reason} ({type(exc).__name__})"
+    return job
 
 
 @contextlib.contextmanager
@@ -88,7 +132,9 @@ def _dask_client(n_workers, scheduler, connect_timeout):
         with _connect(Client, scheduler, connect_timeout) as client:
             yield client
         return
-    with _sigint_ignored():  # the worker processes start ignoring Ctrl-C (see below)
+    import dask
+
+    with _sigint_ignored(), dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
             silence_logs=40,
