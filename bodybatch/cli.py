@@ -95,7 +95,11 @@ def cmd_export(args):
 
 def cmd_sweep(args):
     from bodybatch import sweep
+    from bodybatch.codec import codec_ids
+    from bodybatch.errors import ConfigError
 
+    if args.codec is not None and args.codec not in codec_ids():
+        raise ConfigError(f"--codec must be one of {', '.join(codec_ids())}; got {args.codec!r}")
     if args.plot:
         from bodybatch._plot import require_matplotlib
 
@@ -192,7 +196,6 @@ def build_parser():
     s.add_argument("out", help="output .npz")
     s.set_defaults(func=cmd_export)
 
-    from bodybatch.codec import codec_ids
     from bodybatch.sweep import FIELDS
 
     s = sub.add_parser("sweep", parents=[common], help="size against error for several quantization steps",
@@ -207,7 +210,7 @@ def build_parser():
                    help="fixed grid step of the uncertainties, mm (default: each step)")
     s.add_argument("--fields", nargs="+", choices=list(FIELDS), metavar="FIELD",
                    help=f"quantized fields to encode and measure ({', '.join(FIELDS)}; default: all present)")
-    s.add_argument("--codec", choices=codec_ids(), help="codec (default: the config's, else bodybatch)")
+    s.add_argument("--codec", metavar="NAME", help="bodybatch or bodycompress (default: the config's, else bodybatch)")
     s.add_argument("--videos", type=_positive, default=5, metavar="N",
                    help="with a config: videos sampled evenly from its inputs (default 5)")
     s.add_argument("--frames", type=_positive, metavar="N", help="read only the first N frames of each video")
