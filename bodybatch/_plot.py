@@ -56,9 +56,9 @@ def plot_sweep(result, path):
         xs, ys = [group_rms(p, fields) for p in sweep], [y(p) for p in sweep]
         ax.plot(xs, ys, linestyle=style, marker=marker, color=colour, markersize=4 + 2 * width, linewidth=width,
                 label=label)  # fmt: skip
-        for p in refs:
-            ax.plot(group_rms(p, fields), y(p), marker="*", color=colour, markersize=16, markeredgecolor="black",
-                    linestyle="none")  # fmt: skip
+        for p in refs:  # the first group's star larger: both show where they coincide
+            ax.plot(group_rms(p, fields), y(p), marker="*", color=colour, markersize=10 + 3 * width,
+                    markeredgecolor="black", linestyle="none")  # fmt: skip
     first = groups[0][1]
     for p in sweep:  # the steps, once, beside the first group's points
         step = f"{p.step_mm:g} mm" + (f" (unc. {p.uncertainty_step_mm:g})" if p.uncertainty_step_mm != p.step_mm else "")
@@ -72,9 +72,10 @@ def plot_sweep(result, path):
     ax.set_xlabel("RMS error (mm; uncertainties converted to mm)")
     ax.set_ylabel("bits per vertex per frame (whole file)" if per_bpvf else "size (KiB)")
     if per_bpvf:  # bytes on the right: the same scale
-        scale = 1 / (per_bpvf * 1024)
+        unit, div = ("MiB", 1 << 20) if max(p.bytes for p in sweep + refs) >= 10 << 20 else ("KiB", 1 << 10)
+        scale = 1 / (per_bpvf * div)
         right = ax.secondary_yaxis("right", functions=(lambda b: b * scale, lambda k: k / scale))
-        right.set_ylabel("total size (KiB)")
+        right.set_ylabel(f"total size ({unit})")
     points = sweep + refs
     x_max = max([group_rms(p, g[1]) for p in points for g in groups] + [0.01])
     y_max = max(y(p) for p in points)
