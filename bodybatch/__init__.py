@@ -12,7 +12,7 @@ no side effects:
 
 from bodybatch import errors as _errors
 from bodybatch._version import __version__
-from bodybatch.errors import BodybatchError, ConfigError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
+from bodybatch.errors import BodybatchError, ConfigError, DependencyError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
 
 __all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader",
            *_errors.__all__]  # fmt: skip

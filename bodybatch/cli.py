@@ -1,4 +1,4 @@
-"""The ``bodybatch`` command: plan, run, audit, inspect, export.
+"""The ``bodybatch`` command: plan, run, audit, inspect, export, sweep.
 
 Exit codes: 0 success; 1 some jobs failed / audit found problems; 2 usage or
 configuration errors; 3 unreadable or invalid files; 4 output errors (disk full,
@@ -118,6 +118,59 @@ def cmd_export(args):
     return 0
 
 
+def cmd_sweep(args):
+    from bodybatch import sweep
+    from bodybatch.codec import codec_ids
+    from bodybatch.errors import ConfigError
+
+    if args.codec is not None and args.codec not in codec_ids():
+        raise ConfigError(f"--codec must be one of {', '.join(codec_ids())}; got {args.codec!r}")
+    if args.plot:
+        from bodybatch._plot import require_matplotlib
+
+        require_matplotlib()  # before any work
+    tracks, sources, codec = sweep.collect_tracks(args.inputs, videos=args.videos, max_frames=args.frames)
+    progress = False if args.no_progress or args.quiet else None
+    result = sweep.run_sweep(tracks, args.steps, codec=args.codec or codec or "bodybatch", fields=args.fields,
+                             uncertainty_step=args.uncertainty_step, reference=not args.no_reference,
+                             progress=progress, sources=sources)  # fmt: skip
+    if args.plot:
+        from bodybatch._plot import plot_sweep
+
+        try:
+            plot_sweep(result, args.plot)
+        except OSError as exc:
+            raise OutputError(f"{args.plot}: cannot write plot ({exc.strerror or exc})") from None
+    if args.json:
+        _print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print(result.table())
+    if args.plot:
+        logging.getLogger("bodybatch").info(f"wrote {args.plot}")
+    return 0
+
+
+def _step(text):
+    """argparse type: a grid step in mm within the codecs' range."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1e-6 <= value <= 1e3:
+        raise argparse.ArgumentTypeError(f"a step must be within [1e-6, 1000] mm, got {text}")
+    return value
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="bodybatch",
@@ -175,6 +228,30 @@ def build_parser():
     s.add_argument("track", help="track file (.xz)")
     s.add_argument("out", help="output .npz")
     s.set_defaults(func=cmd_export)
+
+    from bodybatch.sweep import FIELDS
+
+    s = sub.add_parser("sweep", parents=[common], help="size against error for several quantization steps",
+                       description="Encode tracks at several grid steps and report size and error per field "
+                                   "(errors in mm; uncertainties converted to mm).")  # fmt: skip
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="prediction files (split with the default tracks.* settings), track files, "
+                        "or one YAML config (a sample of its videos, split as it says)")  # fmt: skip
+    s.add_argument("--steps", nargs="+", type=_step, default=[0.25, 0.5, 1.0, 2.0, 4.0], metavar="MM",
+                   help="grid steps of vertices and joints, mm (default: 0.25 0.5 1 2 4)")
+    s.add_argument("--uncertainty-step", type=_step, metavar="MM",
+                   help="fixed grid step of the uncertainties, mm (default: each step)")
+    s.add_argument("--fields", nargs="+", choices=list(FIELDS), metavar="FIELD",
+                   help=f"quantized fields to encode and measure ({', '.join(FIELDS)}; default: all present)")
+    s.add_argument("--codec", metavar="NAME", help="bodybatch or bodycompress (default: the config's, else bodybatch)")
+    s.add_argument("--videos", type=_positive, default=5, metavar="N",
+                   help="with a config: videos sampled evenly from its inputs (default 5)")
+    s.add_argument("--frames", type=_positive, metavar="N", help="read only the first N frames of each video")
+    s.add_argument("--plot", metavar="FILE.png", help="write a PNG of size against RMS error (needs matplotlib)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table (schema in the README)")
+    s.add_argument("--no-reference", action="store_true", help="skip the bodycompress reference point")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
     return p
 
 

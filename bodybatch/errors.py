@@ -12,6 +12,7 @@ __all__ = [
     "PlanError",
     "OutputError",
     "LockError",
+    "DependencyError",
 ]
 
 
@@ -58,3 +59,10 @@ class LockError(BodybatchError):
     """Another run holds the lock on the output root."""
 
     exit_code = 5
+
+
+class DependencyError(BodybatchError):
+    """An optional package a command needs is not installed (the message says how
+    to install it)."""
+
+    exit_code = 2

@@ -23,7 +23,7 @@ from bodybatch._json import to_jsonable as _to_jsonable
 from bodybatch._rows import DETECTION_FIELDS
 from bodybatch.errors import BodybatchError, OutputError
 
-__all__ = ["Job", "JobSettings", "run_job", "TRACK_PREFIX"]
+__all__ = ["Job", "JobSettings", "run_job", "split_tracks", "TRACK_PREFIX"]
 
 #: Track files of a video are ``<output dir>/track_NNNN.xz``.
 TRACK_PREFIX = "track_"
@@ -204,17 +204,59 @@ def _convert(job):
 def _write_tracks(job, reader, splitter, min_length, staging):
     """Split the frames of ``reader`` into tracks written to ``staging``; returns
     ({key: TrackInfo}, [lengths of dropped short tracks])."""
-    from bodybatch.errors import FormatError
     from bodybatch.track_writer import TrackWriter
 
-    writers, done, dropped, structures = {}, {}, [], {}
+    structures = {}
+
+    def open_writer(key):
+        meta = {"video": job.video, "track": int(key), "source": job.metadata}
+        target = staging / f"{TRACK_PREFIX}{key:04d}.xz"
+        return TrackWriter(target, meta, codec=job.settings.codec, structures=structures)
+
+    done, dropped, job.truncated = split_tracks(reader, splitter, open_writer, min_length, job.settings.on_truncated)
+    for info in done.values():
+        if info.sha256 is None:
+            info.sha256 = file_sha256(info.path)
+    return done, dropped
+
+
+def split_tracks(reader, splitter, open_writer, min_length, on_truncated="fail", max_frames=None):
+    """Route every detection of ``reader``'s frames to its person track.
+
+    Parameters
+    ----------
+    reader : iterable of frame dicts with ``len``
+        Per frame: ``vertices (N, V, 3)`` mm, ``joints (N, J, 3)`` mm, uncertainties
+        ``(N, V)``/``(N, J)`` m, ``boxes (N, 5)``, optional ``camera`` dict.
+    splitter : from :func:`bodybatch.splitting.make_splitter`
+    open_writer : callable
+        ``open_writer(key)`` -> an object with ``append(row, frame_index=t)``,
+        ``len``, ``close()`` (its result is kept) and ``abort()``:
+        a :class:`~bodybatch.TrackWriter`, or an in-memory collector.
+    min_length : int
+        Tracks with fewer rows are aborted and counted as dropped.
+    on_truncated : {"fail", "keep"}
+        A FormatError while reading: raise it, or end the video there.
+    max_frames : int, optional
+        Read only the first frames.
+
+    Returns
+    -------
+    done : dict
+        Track key -> ``close()`` result of its writer.
+    dropped : list of int
+        Rows of each dropped short track.
+    truncated : dict or None
+        With ``keep`` on a damaged input: ``frames_read``, ``frames_expected``, ``error``.
+    """
+    from bodybatch.errors import FormatError
+
+    writers, done, dropped, truncated = {}, {}, [], None
 
     def close(key):
         writer = writers.pop(key)
         if len(writer) >= min_length:
-            info = done[key] = writer.close()
-            if info.sha256 is None:
-                info.sha256 = file_sha256(info.path)
+            done[key] = writer.close()
         else:
             writer.abort()
             dropped.append(len(writer))
@@ -222,13 +264,13 @@ def _write_tracks(job, reader, splitter, min_length, staging):
     t = 0
     try:
         frames = iter(reader)
-        while True:
+        while max_frames is None or t < max_frames:
             try:
                 frame = next(frames, None)
             except FormatError as exc:
-                if job.settings.on_truncated != "keep":
+                if on_truncated != "keep":
                     raise
-                job.truncated = {"frames_read": t, "frames_expected": len(reader), "error": str(exc)}
+                truncated = {"frames_read": t, "frames_expected": len(reader), "error": str(exc)}
                 break
             if frame is None:
                 break
@@ -236,9 +278,7 @@ def _write_tracks(job, reader, splitter, min_length, staging):
             for key, j in update.assignments:
                 writer = writers.get(key)
                 if writer is None:
-                    meta = {"video": job.video, "track": int(key), "source": job.metadata}
-                    target = staging / f"{TRACK_PREFIX}{key:04d}.xz"
-                    writer = writers[key] = TrackWriter(target, meta, codec=job.settings.codec, structures=structures)
+                    writer = writers[key] = open_writer(key)
                 row = {k: frame[k][j] for k in DETECTION_FIELDS if k in frame}
                 if frame.get("camera") is not None:
                     row["camera"] = frame["camera"]
@@ -253,7 +293,7 @@ def _write_tracks(job, reader, splitter, min_length, staging):
         for writer in writers.values():
             writer.abort()
         raise
-    return done, dropped
+    return done, dropped, truncated
 
 
 def _remove_stale(out_dir, keep):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bodybatch.errors import TrackError
 
-__all__ = ["Codec", "CodecOption", "register_codec", "get_codec", "codec_class", "codec_ids"]
+__all__ = ["Codec", "CodecOption", "UNCERTAINTY_OPTION", "register_codec", "get_codec", "codec_class", "codec_ids"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class CodecOption:
     kind : type or tuple
         ``float``, ``int``, or a tuple of the allowed values.
     default : object
-        None means "chosen by the codec" (documented in ``help``).
+        None means "chosen by the codec" (documented in ``help``); an option whose
+        default is None may also be left unset (None), and an unset option is left
+        out of :meth:`Codec.get_config` (so adding one changes no existing config).
     help : str
     low, high : number, optional
         Inclusive range of a numeric option.
@@ -41,7 +43,10 @@ class CodecOption:
     high: object = None
 
     def check(self, value):
-        """The validated value (ints for int options, floats for float options)."""
+        """The validated value (ints for int options, floats for float options; None
+        stays None for an option whose default is None)."""
+        if value is None and self.default is None:
+            return None
         if isinstance(self.kind, tuple):
             if value not in self.kind:
                 raise TrackError(f"{self.name} must be one of {', '.join(map(str, self.kind))}; got {value!r}")
@@ -58,6 +63,13 @@ class CodecOption:
         if isinstance(value, bool) or not self.low <= number <= self.high:  # NaN fails too
             raise TrackError(f"{self.name} must be within [{self.low:g}, {self.high:g}], got {value!r}")
         return number
+
+
+#: The uncertainties' own grid step, shared by the codecs (unset: ``quantization_mm``).
+UNCERTAINTY_OPTION = CodecOption(
+    "uncertainty_quantization_mm", float, None,
+    "grid step (mm) of vertex_uncertainties and joint_uncertainties; unset: quantization_mm", 1e-6, 1e3,
+)  # fmt: skip
 
 
 class Codec:
@@ -80,13 +92,23 @@ class Codec:
     #: Rows a writer gathers before handing them to the codec.
     block_rows = 64
 
+    @property
+    def uncertainty_step_mm(self):
+        """Grid step of the uncertainties in mm: ``uncertainty_quantization_mm`` when
+        the codec has it and it is set, else ``quantization_mm``."""
+        step = getattr(self, "uncertainty_quantization_mm", None)
+        return self.quantization_mm if step is None else step
+
     def _set_options(self, **values):
         for option in self.options:
             setattr(self, option.name, option.check(values[option.name]))
 
     def get_config(self):
-        """JSON-safe dict: ``id`` and every option."""
-        return {"id": self.codec_id, **{o.name: getattr(self, o.name) for o in self.options}}
+        """JSON-safe dict: ``id`` and every option that is set (unset options, None,
+        are left out: a config, a file header and a config hash stay as they were
+        before the option existed)."""
+        values = ((o.name, getattr(self, o.name)) for o in self.options)
+        return {"id": self.codec_id, **{k: v for k, v in values if v is not None}}
 
     @classmethod
     def from_config(cls, config):

@@ -18,7 +18,7 @@ import numpy as np
 
 from bodybatch import _grid
 from bodybatch.codec import entropy, predict
-from bodybatch.codec._base import Codec, CodecOption, register_codec
+from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.structure import build_structure, level_bounds, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
@@ -149,8 +149,12 @@ class BodybatchCodec(Codec):
     Parameters
     ----------
     quantization_mm : float
-        Grid step in millimetres for coordinates (uncertainties use the same step,
-        expressed in metres). Decoded values are exactly the grid values.
+        Grid step in millimetres for coordinates (and for uncertainties, expressed
+        in metres, unless ``uncertainty_quantization_mm`` is set). Decoded values
+        are exactly the grid values.
+    uncertainty_quantization_mm : float or None
+        Grid step in millimetres of ``vertex_uncertainties`` and
+        ``joint_uncertainties`` (stored in metres); None: ``quantization_mm``.
     chunk_size : int
         Rows per independently decodable chunk (random access granularity).
     n_parents : int
@@ -164,7 +168,8 @@ class BodybatchCodec(Codec):
     codec_id = "bodybatch"
     file_format = "bodybatch"
     options = (
-        CodecOption("quantization_mm", float, 0.5, "grid step (mm); uncertainties use the same step", 1e-6, 1e3),
+        CodecOption("quantization_mm", float, 0.5, "grid step (mm) of vertices and joints", 1e-6, 1e3),
+        UNCERTAINTY_OPTION,
         CodecOption("chunk_size", int, 64, "rows per random-access chunk", 1, MAX_CHUNK_ROWS),
         CodecOption("n_parents", int, 3, "spatial parents per vertex", 1, 16),
         CodecOption("window", int, 2, "frames the temporal predictor averages", 1, 8),
@@ -172,14 +177,15 @@ class BodybatchCodec(Codec):
     )
     grid_fields = ("vertices", "vertex_uncertainties")
 
-    def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8):
+    def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8,
+                 uncertainty_quantization_mm=None):  # fmt: skip
         self._set_options(quantization_mm=quantization_mm, chunk_size=chunk_size, n_parents=n_parents,
-                          window=window, level=level)  # fmt: skip
+                          window=window, level=level, uncertainty_quantization_mm=uncertainty_quantization_mm)  # fmt: skip
         self.block_rows = self.chunk_size
 
     def factors(self):
-        """Grid factors (values per grid step): coordinates in mm, uncertainties in m."""
-        return 1.0 / self.quantization_mm, 1000.0 / self.quantization_mm
+        """Grid factors (grid steps per unit): coordinates per mm, uncertainties per m."""
+        return 1.0 / self.quantization_mm, 1000.0 / self.uncertainty_step_mm
 
     # -- layout: what is derived once per track ------------------------------------------
     def make_layout(self, first, structures=None):

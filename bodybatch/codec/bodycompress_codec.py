@@ -8,7 +8,7 @@ module holds the codec's options and its stream compression (bytes to bytes).
 
 import lzma
 
-from bodybatch.codec._base import Codec, CodecOption, register_codec
+from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 
 __all__ = ["BodycompressCodec"]
 
@@ -22,7 +22,11 @@ class BodycompressCodec(Codec):
     Parameters
     ----------
     quantization_mm : float
-        Grid step in mm (0.5 as bodycompress).
+        Grid step in mm (0.5 as bodycompress) of vertices and joints.
+    uncertainty_quantization_mm : float or None
+        Grid step in mm of the uncertainties (stored in m); None: ``quantization_mm``.
+        Each stored field carries its own factor (``qd_<name>: [diffs, factor]``), so
+        bodycompress reads either.
     compression : {"xz", "zstd"}
     compression_level : int, optional
         xz 0..9 (default 5), zstd 1..22 (default 3).
@@ -31,14 +35,16 @@ class BodycompressCodec(Codec):
     codec_id = "bodycompress"
     file_format = "bodycompress"
     options = (
-        CodecOption("quantization_mm", float, 0.5, "grid step (mm); uncertainties use the same step", 1e-6, 1e3),
+        CodecOption("quantization_mm", float, 0.5, "grid step (mm) of vertices and joints", 1e-6, 1e3),
         CodecOption("compression", tuple(_LEVELS), "xz", "stream compression"),
         CodecOption("compression_level", int, None, "compression level (xz 5, zstd 3 when unset)"),
+        UNCERTAINTY_OPTION,
     )
 
-    def __init__(self, quantization_mm=0.5, compression="xz", compression_level=None):
-        quantization, kind, level = self.options
+    def __init__(self, quantization_mm=0.5, compression="xz", compression_level=None, uncertainty_quantization_mm=None):
+        quantization, kind, level, unc = self.options
         self.quantization_mm = quantization.check(quantization_mm)
+        self.uncertainty_quantization_mm = unc.check(uncertainty_quantization_mm)
         self.compression = kind.check(compression)
         lo, hi, default = _LEVELS[self.compression]
         level = CodecOption(level.name, int, None, f"{self.compression} level", lo, hi)

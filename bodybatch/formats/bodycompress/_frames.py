@@ -105,13 +105,17 @@ def decode_frame(frame, inverse_order, keep_grid=()):
     return frame
 
 
-def encode_row(row, quantization_mm):
-    """One track row (dict of per-row arrays) -> (msgpack bytes, max error in mm)."""
+def encode_row(row, quantization_mm, uncertainty_mm=None):
+    """One track row (dict of per-row arrays) -> (msgpack bytes, max error in mm).
+
+    ``quantization_mm``: grid step of the coordinates; ``uncertainty_mm``: that of
+    the uncertainties (None: the same step)."""
     out, max_error = dict(row), 0.0
     for name, axis, scale in QD_FIELDS:
         if name not in row:
             continue
-        factor = scale / quantization_mm
+        step = quantization_mm if scale == 1.0 or uncertainty_mm is None else uncertainty_mm
+        factor = scale / step
         q, err = _grid.quantize(row[name], factor, name, with_error=True)
         diffs = np.diff(q, prepend=0, axis=axis)
         if diffs.size and np.max(np.abs(diffs)) >= 2**31:

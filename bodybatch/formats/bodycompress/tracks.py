@@ -74,7 +74,7 @@ class TrackFileWriter:
         for i in range(n_rows):
             row = {k: (v[i] if k != "camera" else {ck: cv[i] for ck, cv in v.items()}) for k, v in block.items()}
             row["frame_index"] = int(frame_index[i])
-            packed, err = encode_row(row, self.codec.quantization_mm)
+            packed, err = encode_row(row, self.codec.quantization_mm, self.codec.uncertainty_step_mm)
             self.max_error = max(self.max_error, err)
             self._write(self._stream.compress(packed))
             self.length += 1
