@@ -21,9 +21,9 @@ __all__ = ["TrackReader", "flat_arrays"]
 
 
 def flat_arrays(arrays, metadata, path):
-    """Arrays ready for ``numpy.savez``: the ``camera`` dict of arrays becomes
-    ``camera_<key>`` entries and ``metadata`` a JSON string (a 0-d unicode array, loaded
-    without pickle; ``json.loads(str(npz["metadata"]))``).
+    """Arrays ready for ``numpy.savez``: each dict of arrays (``camera``, ``frame``)
+    becomes ``<name>_<key>`` entries (``camera_intr``), and ``metadata`` a JSON string
+    (a 0-d unicode array, loaded without pickle: ``json.loads(str(npz["metadata"]))``).
 
     Raises
     ------
@@ -32,8 +32,9 @@ def flat_arrays(arrays, metadata, path):
     """
     from bodybatch._json import to_jsonable
 
-    out = {k: np.asarray(v) for k, v in arrays.items() if k != "camera"}
-    added = {f"camera_{k}": np.asarray(v) for k, v in (arrays.get("camera") or {}).items()}
+    out = {k: np.asarray(v) for k, v in arrays.items() if not isinstance(v, dict)}
+    added = {f"{name}_{k}": np.asarray(v) for name, group in arrays.items() if isinstance(group, dict)
+             for k, v in group.items()}  # fmt: skip
     added["metadata"] = np.array(json.dumps(to_jsonable(metadata), sort_keys=True))
     clash = sorted(set(out) & set(added))
     if clash:

@@ -171,7 +171,8 @@ class PredictionReader:
             ``"auto"``, ``"smpl"``, ``"smplx"`` or ``"custom"``), ``bytes`` (file size),
             and what :func:`~bodybatch.formats.bodycompress._contents.summarize` gives:
             ``frames``, ``detections``, ``people_per_frame`` (min, median, max),
-            ``fields`` (per-detection shape and dtype), ``camera``, ``per_frame``.
+            ``fields`` (per-detection shape and dtype), ``camera``, ``per_frame``
+            (if any).
         """
         h = self.header
         out = {
@@ -195,11 +196,13 @@ class PredictionReader:
             Each per-detection field concatenated over frames along its first axis
             (``vertices (D, V, 3)`` mm, ``joints (D, J, 3)`` mm, ``vertex_uncertainties
             (D, V)`` m, ``joint_uncertainties (D, J)`` m, ``boxes (D, 5)`` px, with D
-            the detections of all frames); ``counts (T,)`` int64 detections per frame,
-            so ``np.split(a, np.cumsum(counts)[:-1])`` gives the T frames back;
-            ``camera``: dict of per-frame ``(T, ...)`` arrays; ``per_frame``: dict of
-            other per-frame values as ``(T,)`` arrays. Memory: about the arrays plus
-            one frame's largest field.
+            the detections of all frames; other keys with N rows in every frame,
+            e.g. ``ids (D,)``, too); ``counts (T,)`` int64 detections per frame, so
+            ``np.split(a, np.cumsum(counts)[:-1])`` gives the T frames back;
+            ``camera``: dict of per-frame ``(T, ...)`` arrays; ``frame``: dict of the
+            other per-frame keys, ``(T, ...)`` arrays or ``(T,)`` JSON strings (see
+            :func:`~bodybatch.formats.bodycompress._contents.collect_arrays`).
+            Memory: about the arrays plus one frame.
 
         Raises
         ------
@@ -225,14 +228,12 @@ class PredictionReader:
             frames.close()
 
     def export_arrays(self):
-        """:meth:`to_arrays` flattened for ``numpy.savez``: ``camera_<key>`` and
+        """:meth:`to_arrays` flattened for ``numpy.savez`` (see
+        :func:`bodybatch.formats._reader.flat_arrays`): ``camera_<key>`` and
         ``frame_<key>`` per-frame arrays, ``metadata`` a JSON string (0-d array)."""
         from bodybatch.formats._reader import flat_arrays
 
-        arrays = self.to_arrays()
-        per_frame = arrays.pop("per_frame")
-        arrays.update({f"frame_{k}": v for k, v in per_frame.items()})
-        return flat_arrays(arrays, self.metadata, self.path)
+        return flat_arrays(self.to_arrays(), self.metadata, self.path)
 
     def close(self):
         """Stop running iterations (closing their files); iterating again raises ValueError."""
