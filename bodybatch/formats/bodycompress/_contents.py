@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 
+from bodybatch._grid import GridValues
 from bodybatch._rows import DETECTION_FIELDS
 from bodybatch.errors import FormatError
 
@@ -129,6 +130,7 @@ def _scan(frames, keep):
     """One pass over decoded frames -> (counts (T,) int64, columns, camera columns)."""
     counts, columns, cameras = [], {}, {}
     for t, frame in enumerate(frames):
+        frame = {k: (np.asarray(v) if isinstance(v, GridValues) else v) for k, v in frame.items()}
         n, first = None, None
         for key in DETECTION_FIELDS:
             rows = _spec(frame[key])[0] if key in frame else None
