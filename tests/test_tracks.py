@@ -162,8 +162,8 @@ def test_synth_joints_are_synth_py(shared_dir):
         np.testing.assert_array_equal(f["boxes"][:, 4], g["boxes"][:, 4])  # scores; boxes frame the joints
 
 
-@pytest.mark.slow
 def test_associate_synthetic(synth_videos):
+    """Association on the synthetic videos (~2 s without meshes: not marked slow)."""
     for i, (frames, gt) in enumerate(synth_videos):
         fig = association_figures(frames, gt)
         check_association(f"synth seed 5 video{i:04d}", fig)
