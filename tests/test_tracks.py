@@ -129,7 +129,7 @@ def test_associate_is_deterministic(corpus_dir):
 
 
 # synth.py --seed 5, 3 videos of 300-400 frames, 3-4 people: the joints only (the
-# association reads nothing else). Written as files with their meshes, they took 37-54 s
+# association reads nothing else). Written as files with their meshes, they took 13-54 s
 # and ~650 MB; see tests/_synth_joints.py.
 SYNTH_VIDEOS = dict(videos=3, seed=5, frames=(300, 400), people=(3, 4))
 
