@@ -89,10 +89,10 @@ def cmd_audit(args):
 
 
 def cmd_inspect(args):
-    from bodybatch.formats import open_track
     from bodybatch._json import to_jsonable
+    from bodybatch.formats import open_file
 
-    with open_track(args.track) as reader:
+    with open_file(args.file) as reader:
         info = reader.summary()
         info["metadata"] = reader.metadata
     _print(json.dumps(to_jsonable(info), indent=2, sort_keys=True))
@@ -105,16 +105,13 @@ def cmd_export(args):
     import numpy as np
 
     from bodybatch._files import write_atomically
-    from bodybatch.formats import open_track
+    from bodybatch.formats import open_file
 
-    with open_track(args.track) as reader:
-        arrays = reader.to_arrays()
-        arrays["frame_index"] = np.asarray(reader.frame_index)
-    flat = {k: v for k, v in arrays.items() if k != "camera"}
-    flat.update({f"camera_{k}": v for k, v in arrays.get("camera", {}).items()})
+    with open_file(args.file) as reader:
+        arrays = reader.export_arrays()
     out = Path(args.out)
-    write_atomically(out, lambda f: np.savez(f, **flat))
-    _print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(flat.items())))
+    write_atomically(out, lambda f: np.savez(f, **arrays), what="export")
+    _print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(arrays.items())))
     return 0
 
 
@@ -220,12 +217,14 @@ def build_parser():
     s.add_argument("--quick", action="store_true", help="existence and size only")
     s.set_defaults(func=cmd_audit)
 
-    s = sub.add_parser("inspect", parents=[common], help="print a track file's header, metadata and frame range")
-    s.add_argument("track", help="track file (.xz)")
+    s = sub.add_parser("inspect", parents=[common], help="describe a prediction or track file (JSON): kind, format, frames, "
+                                       "people per frame, fields, metadata")
+    s.add_argument("file", help="prediction file or track file (.xz)")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("export", parents=[common], help="write a track's decoded arrays to .npz")
-    s.add_argument("track", help="track file (.xz)")
+    s = sub.add_parser("export", parents=[common], help="write a prediction or track file's decoded arrays to .npz "
+                                      "(predictions: detections concatenated over frames, plus counts)")
+    s.add_argument("file", help="prediction file or track file (.xz)")
     s.add_argument("out", help="output .npz")
     s.set_defaults(func=cmd_export)
 

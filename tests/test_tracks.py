@@ -5,9 +5,6 @@
 """
 
 import math
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,12 +16,6 @@ from bodybatch.splitting import TRACK_MODES, TrackUpdate, make_splitter
 CORPUS_FILES = ["nlf_xz_0000", "nlf_xz_0001", "nlf_xz_0002", "nlf_zstd_0000", "legacy_v02_0000"]
 J = 25
 
-# synth.py writes NAME.xz through bodycompress when it is importable: ~10 min for these
-# videos. The test reads the plain NAME.npz only, so bodycompress is hidden from it.
-_SYNTH_NO_BODYCOMPRESS = (
-    "import runpy, sys; sys.modules['bodycompress'] = None; sys.argv = sys.argv[1:]; "
-    "runpy.run_path(sys.argv[0], run_name='__main__')"
-)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -57,9 +48,10 @@ def run_splitter(splitter, frames):
     return rows
 
 
-def association_figures(frames, gt_path, **options):
-    """Run ``associate`` and score it against the ground truth ids of ``gt_path``."""
-    gt = np.load(gt_path)
+def association_figures(frames, gt, **options):
+    """Run ``associate`` and score it against the ground truth ids of ``gt`` (path of a
+    NAME.gt.npz, or its ``counts`` and ``ids`` in a dict)."""
+    gt = np.load(gt) if not isinstance(gt, dict) else gt
     ids, counts = gt["ids"], gt["counts"]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     splitter = make_splitter("associate", **options)
@@ -136,34 +128,45 @@ def test_associate_is_deterministic(corpus_dir):
     assert runs[0] == runs[1]
 
 
+# synth.py --seed 5, 3 videos of 300-400 frames, 3-4 people: the joints only (the
+# association reads nothing else). Written as files with their meshes, they took 13-54 s
+# and ~650 MB; see tests/_synth_joints.py.
+SYNTH_VIDEOS = dict(videos=3, seed=5, frames=(300, 400), people=(3, 4))
+
+
 @pytest.fixture(scope="module")
-def synth_videos(shared_dir, tmp_path_factory):
-    """3 synthetic videos of 300-400 frames, 3-4 people (plain .npz + ground truth)."""
-    out = tmp_path_factory.mktemp("synth")
-    args = [sys.executable, "-c", _SYNTH_NO_BODYCOMPRESS, str(shared_dir / "bench" / "synth.py"),
-            str(out), "--videos", "3", "--frames", "300", "400", "--people", "3", "4",
-            "--npz", "--seed", "5"]  # fmt: skip
-    subprocess.run(args, check=True, capture_output=True, timeout=600)
-    names = sorted(p.name[: -len(".gt.npz")] for p in out.glob("*.gt.npz"))
-    assert len(names) == 3
-    yield out, names
-    shutil.rmtree(out, ignore_errors=True)  # ~650 MB of vertices
+def synth_videos(shared_dir):
+    """[(frames, ground truth)] of the 3 synthetic videos, joints only."""
+    from _synth_joints import joint_videos
+
+    return joint_videos(shared_dir / "bench" / "synth.py", **SYNTH_VIDEOS)
 
 
-def npz_frames(path, n_frames):
-    """Frames of a synth.py NAME.npz (keys "{t:06d}/{field}"), without the vertices."""
-    with np.load(path) as npz:
-        for t in range(n_frames):
-            yield {k: npz[f"{t:06d}/{k}"] for k in ("joints", "boxes", "joint_uncertainties")}
+def test_synth_joints_are_synth_py(shared_dir):
+    """tests/_synth_joints.py gives exactly synth.py's joints, boxes aside (short video)."""
+    from _synth_joints import joints_only, load_synth
+
+    synth = load_synth(shared_dir / "bench" / "synth.py")
+    body = synth.Body()
+    rngs = [np.random.default_rng([5, 0]) for _ in range(2)]
+    full, full_gt = synth.make_video(body, rngs[0], 36, 3)
+    with joints_only(synth):
+        light, light_gt = synth.make_video(body, rngs[1], 36, 3)
+    assert synth.estimate.__name__ == "estimate"  # restored
+    assert rngs[0].bit_generator.state == rngs[1].bit_generator.state  # every number drawn
+    assert len(full) == len(light) and sum(map(len, full_gt)) > 36
+    for f, g, ids, light_ids in zip(full, light, full_gt, light_gt):
+        np.testing.assert_array_equal(ids, light_ids)
+        for key in ("joints", "joint_uncertainties", "camera"):
+            np.testing.assert_equal(f[key], g[key])
+        np.testing.assert_array_equal(f["boxes"][:, 4], g["boxes"][:, 4])  # scores; boxes frame the joints
 
 
-@pytest.mark.slow
 def test_associate_synthetic(synth_videos):
-    out, names = synth_videos
-    for name in names:
-        n_frames = len(np.load(out / f"{name}.gt.npz")["counts"])
-        fig = association_figures(npz_frames(out / f"{name}.npz", n_frames), out / f"{name}.gt.npz")
-        check_association(f"synth seed 5 {name}", fig)
+    """Association on the synthetic videos (~2 s without meshes: not marked slow)."""
+    for i, (frames, gt) in enumerate(synth_videos):
+        fig = association_figures(frames, gt)
+        check_association(f"synth seed 5 video{i:04d}", fig)
 
 
 def test_associate_gap_gate_and_restart():

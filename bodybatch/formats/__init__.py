@@ -6,15 +6,16 @@ header, reader and writer:
   the bodycompress 0.3.0 layout.
 
 This module holds the one table that maps magic bytes to formats
-(:func:`sniff`), :func:`open_track` and :func:`track_file_writer`, which picks the
-format a codec's output is framed in (:attr:`bodybatch.codec.Codec.file_format`).
+(:func:`sniff`), :func:`open_track`, :func:`open_file` (any file bodybatch reads:
+prediction or track file) and :func:`track_file_writer`, which picks the format a
+codec's output is framed in (:attr:`bodybatch.codec.Codec.file_format`).
 """
 
 import importlib
 
 from bodybatch.errors import FormatError
 
-__all__ = ["FORMATS", "TRACK_FORMAT_VERSION", "sniff", "open_track", "track_file_writer", "format_module"]
+__all__ = ["FORMATS", "TRACK_FORMAT_VERSION", "sniff", "open_track", "open_file", "track_file_writer", "format_module"]
 
 #: Format name -> module; :func:`sniff` tries them in this order.
 FORMATS = {
@@ -63,6 +64,25 @@ def open_track(path, *, decode_camera=False):
         Return camera objects (``deltacamera``) instead of camera dicts.
     """
     return format_module(sniff(path)).open_track(path, decode_camera=decode_camera)
+
+
+def open_file(path, *, decode_camera=False):
+    """Open any file bodybatch reads with its reader: a track file (bodybatch or
+    bodycompress layout) as a :class:`~bodybatch.TrackReader`, a per-video prediction
+    file as a :class:`~bodybatch.formats.bodycompress.PredictionReader`.
+
+    Both readers have ``metadata``, ``summary()`` (JSON-ready, with ``kind``
+    ``"track"`` or ``"predictions"``), ``to_arrays()``, ``export_arrays()`` (flat
+    arrays for ``numpy.savez``) and ``close()``, and are context managers.
+
+    Raises
+    ------
+    FormatError
+        Naming the path: empty, unknown, invalid or incomplete file.
+    """
+    module = format_module(sniff(path))
+    opener = getattr(module, "open_file", module.open_track)
+    return opener(path, decode_camera=decode_camera)
 
 
 def track_file_writer(path, codec, metadata, structures=None):

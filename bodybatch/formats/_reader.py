@@ -3,16 +3,44 @@
 A format's reader derives from :class:`TrackReader` and supplies how to decode one
 chunk of rows (:meth:`TrackReader._decode_chunk`) and where the chunks start; the
 base class gives ``len``, indexing, slicing, iteration, ``frame_index``,
-``to_arrays`` and a JSON-ready :meth:`TrackReader.summary`.
+``to_arrays``, :meth:`TrackReader.export_arrays` and a JSON-ready
+:meth:`TrackReader.summary`. :func:`flat_arrays` lays out arrays for ``numpy.savez``
+(shared with the prediction reader).
 """
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from bodybatch._rows import concat_blocks, slice_block
+from bodybatch.errors import FormatError
 
-__all__ = ["TrackReader"]
+__all__ = ["TrackReader", "flat_arrays"]
+
+
+def flat_arrays(arrays, metadata, path):
+    """Arrays ready for ``numpy.savez``: each dict of arrays (``camera``, ``frame``)
+    becomes ``<name>_<key>`` entries (``camera_intr``), and ``metadata`` a JSON string
+    (a 0-d unicode array, loaded without pickle: ``json.loads(str(npz["metadata"]))``).
+
+    Raises
+    ------
+    FormatError
+        Naming ``path``: a stored field clashes with a name this layout adds.
+    """
+    from bodybatch._json import to_jsonable
+
+    out = {k: np.asarray(v) for k, v in arrays.items() if not isinstance(v, dict)}
+    added = {f"{name}_{k}": np.asarray(v) for name, group in arrays.items() if isinstance(group, dict)
+             for k, v in group.items()}  # fmt: skip
+    added["metadata"] = np.array(json.dumps(to_jsonable(metadata), sort_keys=True))
+    clash = sorted(set(out) & set(added))
+    if clash:
+        raise FormatError(f"{path}: field(s) {clash} clash with the names the export adds")
+    out.update(added)
+    return out
 
 
 class TrackReader:
@@ -130,13 +158,24 @@ class TrackReader:
         """All rows as a dict of stacked arrays (camera: dict of stacked arrays)."""
         return self._rows(range(len(self)))
 
+    def export_arrays(self):
+        """All rows flattened for ``numpy.savez`` (see :func:`flat_arrays`): the
+        :meth:`to_arrays` fields, ``frame_index (n,)``, ``camera_<key> (n, ...)`` and
+        ``metadata`` (JSON string)."""
+        arrays = self.to_arrays()
+        arrays["frame_index"] = np.asarray(self.frame_index)
+        return flat_arrays(arrays, self.metadata, self.path)
+
     def summary(self):
-        """JSON-ready description: file, format, rows, frame range, codec and what
-        the format adds (version, point layout, compression...)."""
+        """JSON-ready description: file, kind (``"track"``), format, size in bytes,
+        rows, frame range (``"first..last"`` video frames), codec and what the format
+        adds (version, point layout, compression...)."""
         fi = self.frame_index
         out = {
             "file": str(self.path),
+            "kind": "track",
             "format": self.format_name,
+            "bytes": os.path.getsize(self.path),
             "rows": len(self),
             "frames": f"{int(fi[0])}..{int(fi[-1])}" if len(fi) else "none",
             "codec": dict(self.codec),

@@ -14,6 +14,7 @@ import weakref
 from pathlib import Path
 
 from bodybatch.errors import BodybatchError, FormatError
+from bodybatch.formats.bodycompress import _contents
 from bodybatch.formats.bodycompress._frames import decode_frame
 from bodybatch.formats.bodycompress._header import read_start
 from bodybatch.formats.bodycompress._streams import StreamError, iter_raw_frames
@@ -78,6 +79,7 @@ class PredictionReader:
         self._keep_grid = frozenset(keep_grid)
         self._decode_camera, self._allow_pickle = bool(decode_camera), bool(allow_pickle)
         self._closed, self._live = False, weakref.WeakSet()
+        self._kind = None
         if self._decode_camera:
             try:
                 import deltacamera  # noqa: F401
@@ -103,7 +105,7 @@ class PredictionReader:
         self._live.add(frames)
         return frames
 
-    def _iter_frames(self):
+    def _iter_frames(self, camera_objects=True):
         path, length = self.path, self.header.length
         n_frames = 0
         with open(path, "rb") as f:
@@ -125,19 +127,113 @@ class PredictionReader:
                     break
                 if n_frames == length:
                     raise FormatError(f"{path}: data stream holds more than {length} frames")
-                yield self._decode_frame(frame, n_frames)
+                yield self._decode_frame(frame, n_frames, camera_objects)
                 n_frames += 1
         if n_frames < length:
             raise FormatError(f"{path}: data stream ends after frame {n_frames} of {length}")
 
-    def _decode_frame(self, frame, index):
+    def _decode_frame(self, frame, index, camera_objects=True):
         try:
             frame = decode_frame(frame, self._inverse_order, self._keep_grid)
-            if self._decode_camera and "camera" in frame:
+            if self._decode_camera and camera_objects and "camera" in frame:
                 frame["camera"] = _to_camera(frame["camera"])
         except FormatError as exc:
             raise FormatError(f"{self.path}: frame {index}: {exc}") from None
         return frame
+
+    @property
+    def kind(self):
+        """``"predictions"`` (frames of all detections, as pipelines write) or ``"track"``
+        (one person's rows: a track file of ``codec="bodycompress"``): ``"track"`` when
+        the metadata holds a ``bodybatch`` entry (bodybatch wrote it), else decided by
+        the first frame (``vertices (N, V, 3)`` vs ``(V, 3)``, see
+        :func:`~bodybatch.formats.bodycompress._contents.frame_kind`)."""
+        if self._kind is None:
+            if isinstance(self.metadata, dict) and "bodybatch" in self.metadata:
+                self._kind = "track"
+            else:
+                frames = self._iter_frames(camera_objects=False)
+                try:
+                    first = next(frames, None)
+                finally:
+                    frames.close()
+                self._kind = "predictions" if first is None else _contents.frame_kind(first)
+        return self._kind
+
+    def summary(self):
+        """JSON-ready description of the file (decodes every frame once).
+
+        Returns
+        -------
+        dict
+            ``file``, ``kind`` (``"predictions"``), ``format`` (``"bodycompress"``),
+            ``version`` (e.g. ``"0.3.0"``), ``compression``, ``vertex_order`` (None,
+            ``"auto"``, ``"smpl"``, ``"smplx"`` or ``"custom"``), ``bytes`` (file size),
+            and what :func:`~bodybatch.formats.bodycompress._contents.summarize` gives:
+            ``frames``, ``detections``, ``people_per_frame`` (min, median, max),
+            ``fields`` (per-detection shape and dtype), ``camera``, ``per_frame``
+            (if any).
+        """
+        h = self.header
+        out = {
+            "file": str(self.path),
+            "kind": "predictions",
+            "format": "bodycompress",
+            "version": ".".join(map(str, h.version)),
+            "compression": h.compression,
+            "vertex_order": _contents.vertex_order_name(h),
+            "bytes": self._size,
+        }
+        out.update(self._scan(_contents.summarize))
+        return out
+
+    def to_arrays(self):
+        """All frames as arrays, read in one pass (camera as dicts of arrays).
+
+        Returns
+        -------
+        dict
+            Each per-detection field concatenated over frames along its first axis
+            (``vertices (D, V, 3)`` mm, ``joints (D, J, 3)`` mm, ``vertex_uncertainties
+            (D, V)`` m, ``joint_uncertainties (D, J)`` m, ``boxes (D, 5)`` px, with D
+            the detections of all frames; other keys with N rows in every frame,
+            e.g. ``ids (D,)``, too); ``counts (T,)`` int64 detections per frame, so
+            ``np.split(a, np.cumsum(counts)[:-1])`` gives the T frames back;
+            ``camera``: dict of per-frame ``(T, ...)`` arrays; ``frame``: dict of the
+            other per-frame keys, ``(T, ...)`` arrays or ``(T,)`` JSON strings (see
+            :func:`~bodybatch.formats.bodycompress._contents.collect_arrays`).
+            Memory: about the arrays plus one frame.
+
+        Raises
+        ------
+        FormatError
+            Naming the path: a field missing from some frames or changing shape.
+        """
+        return self._scan(_contents.collect_arrays)
+
+    def _scan(self, consume):
+        """``consume(frames)`` over one pass of the frames (camera as dicts); its
+        FormatErrors name the path."""
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
+        frames = self._iter_frames(camera_objects=False)
+        self._live.add(frames)
+        try:
+            return consume(frames)
+        except FormatError as exc:
+            message = str(exc)
+            prefix = f"{self.path}: "
+            raise FormatError(message if message.startswith(prefix) else prefix + message) from None
+        finally:
+            frames.close()
+
+    def export_arrays(self):
+        """:meth:`to_arrays` flattened for ``numpy.savez`` (see
+        :func:`bodybatch.formats._reader.flat_arrays`): ``camera_<key>`` and
+        ``frame_<key>`` per-frame arrays, ``metadata`` a JSON string (0-d array)."""
+        from bodybatch.formats._reader import flat_arrays
+
+        return flat_arrays(self.to_arrays(), self.metadata, self.path)
 
     def close(self):
         """Stop running iterations (closing their files); iterating again raises ValueError."""

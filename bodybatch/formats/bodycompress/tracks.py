@@ -14,8 +14,9 @@ import numpy as np
 from bodybatch import _msgpack
 from bodybatch._files import publish
 from bodybatch._version import __version__
-from bodybatch.errors import OutputError, TrackError
+from bodybatch.errors import FormatError, OutputError, TrackError
 from bodybatch.formats._reader import TrackReader
+from bodybatch.formats.bodycompress._contents import vertex_order_name
 from bodybatch.formats.bodycompress._frames import encode_row
 from bodybatch.formats.bodycompress._header import HEADER_PADDING, pack_header
 
@@ -120,6 +121,11 @@ class CompatTrackReader(TrackReader):
 
         super().__init__(path, decode_camera)
         self._reader = read_predictions(path)
+        if self._reader.kind != "track":
+            raise FormatError(
+                f"{path}: a per-video prediction file (all detections of each frame), not a "
+                "track file; read it with bodybatch.read_predictions, or `bodybatch inspect`"
+            )
         meta = self._reader.metadata
         meta = dict(meta) if isinstance(meta, dict) else meta
         info = meta.pop("bodybatch", None) if isinstance(meta, dict) else None
@@ -159,8 +165,8 @@ class CompatTrackReader(TrackReader):
 
     def _summary(self):
         h = self._reader.header
-        order = h.vertex_order if h.vertex_order is None or isinstance(h.vertex_order, str) else "custom"
-        return {"version": ".".join(map(str, h.version)), "compression": h.compression, "vertex_order": order}
+        return {"version": ".".join(map(str, h.version)), "compression": h.compression,
+                "vertex_order": vertex_order_name(h)}  # fmt: skip
 
     def _close(self):
         self._reader.close()
