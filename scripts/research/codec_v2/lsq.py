@@ -14,7 +14,7 @@ information); the decoder only does the integer sum above, so every machine deco
 bits. Frames 1..L-1 use today's rule (window min(t, 2)). With ``unc_temporal`` the
 uncertainty uses the same machinery (its own weights).
 
-    taskset -c 1 python research/codec_v2/lsq.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/lsq.py [--sources corpus,synth]
 """
 import argparse
 import sys

@@ -13,7 +13,7 @@ fitted by least squares over all vertices (encoder, float):
 
 all integer in the decoder (A[t]: 9 int32 a frame; uncertainties: 1 scale a frame).
 
-    taskset -c 1 python research/codec_v2/affine.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/affine.py [--sources corpus,synth]
 """
 import argparse
 import sys

@@ -2,7 +2,7 @@
 and the cost of the least-squares predictor's sequential integer decode (L lags) against
 today's K=2 decode of the same residual shape.
 
-    taskset -c 1 python research/codec_v2/decode_profile.py
+    taskset -c 1 python scripts/research/codec_v2/decode_profile.py
 """
 import cProfile
 import io

@@ -11,7 +11,7 @@ squares in the quantized basis); the coded residual is
 r'[t] = r[t] - ((sum_k c[t,k] b_k + 2**9) >> 10) with c = 2**10 x its float value, an integer correction every decoder
 reproduces exactly. Basis and coefficients count as side information.
 
-    taskset -c 1 python research/codec_v2/pca_residual.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/pca_residual.py [--sources corpus,synth]
 """
 import argparse
 import sys

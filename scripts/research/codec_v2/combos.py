@@ -2,7 +2,7 @@
 today, K=4, least-squares temporal offset predictor (lsq.py), interpolating parents
 (bary.py), context classes on top (context.py), chunk size.
 
-    taskset -c 1 python research/codec_v2/combos.py [--sources corpus,synth] [--only LABEL;LABEL]
+    taskset -c 1 python scripts/research/codec_v2/combos.py [--sources corpus,synth] [--only LABEL;LABEL]
 """
 import argparse
 import sys

@@ -9,7 +9,7 @@
    energy left after a rank-r approximation, expressed as bits/value of a Gaussian at the
    0.5 mm grid, plus the basis cost per value.
 
-    taskset -c 1 python research/codec_v2/lowrank.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/lowrank.py [--sources corpus,synth]
 """
 import argparse
 import sys

@@ -2,7 +2,7 @@
 ids) and synthetic tracks, on the 0.5 mm grid exactly as bodybatch quantizes them, cached
 as int32 arrays so that every experiment reads the same integers fast.
 
-    python research/codec_v2/data.py [--synth-dir /tmp/bb17_synth] [--cache /tmp/bb17_cache.npz]
+    python scripts/research/codec_v2/data.py [--synth-dir /tmp/bb17_synth] [--cache /tmp/bb17_cache.npz]
 
 Each track: ``V`` (T, 13718, 4) int32 = vertex x, y, z (mm / 0.5) and uncertainty
 (m * 2000); ``J`` (T, 25, 4) int32 likewise for joints.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = HERE.parents[2]  # the repository (scripts/research/codec_v2/..)
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 

@@ -12,7 +12,7 @@ class = min(nbins - 1, bit_length(ctx >> shift)).
 
 The uncertainty component uses the same kind of context from the uncertainty residuals.
 
-    taskset -c 1 python research/codec_v2/context.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/context.py [--sources corpus,synth]
 """
 import argparse
 import sys

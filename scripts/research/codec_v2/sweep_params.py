@@ -1,7 +1,7 @@
 """Today's codec pieces with other parameters: temporal window K, parents m, parent
 candidates, chunk size, activity classes. Point streams only (see harness.py).
 
-    taskset -c 1 python research/codec_v2/sweep_params.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/sweep_params.py [--sources corpus,synth]
 """
 import argparse
 import sys

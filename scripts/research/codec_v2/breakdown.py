@@ -2,7 +2,7 @@
 (frame 0 = spatial only; frames 1..L-1; frames >= L) and by level size, for today's
 predictor and the least-squares one (lsq.py, L=8).
 
-    taskset -c 1 python research/codec_v2/breakdown.py [--sources corpus]
+    taskset -c 1 python scripts/research/codec_v2/breakdown.py [--sources corpus]
 """
 import argparse
 import sys

@@ -12,7 +12,7 @@ Prototype: the weights are computed in float from the track's first frame (encod
 would be stored (m small ints a point) or derived decoder-side with integer arithmetic; the
 side-cost column counts them stored, coded with pcodec.
 
-    taskset -c 1 python research/codec_v2/bary.py [--sources corpus,synth]
+    taskset -c 1 python scripts/research/codec_v2/bary.py [--sources corpus,synth]
 """
 import argparse
 import sys
