@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
 import harness as h  # noqa: E402
 from bodybatch.codec import predict  # noqa: E402
-from bodybatch.codec.structure import level_bounds  # noqa: E402
 
 tracks = data.load(sources=("synth",))
 source, name, arrs = tracks[0]

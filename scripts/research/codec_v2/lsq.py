@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 from bodybatch.codec import predict  # noqa: E402
-from bodybatch.codec.bodybatch_codec import _blocks, _rest_blocks, activity_classes  # noqa: E402
+from bodybatch.codec.bodybatch_codec import _blocks, activity_classes  # noqa: E402
 
 S = 12
 
