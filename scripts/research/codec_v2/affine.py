@@ -15,7 +15,6 @@ all integer in the decoder (A[t]: 9 int32 a frame; uncertainties: 1 scale a fram
 
     taskset -c 1 python scripts/research/codec_v2/affine.py [--sources corpus,synth]
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -105,15 +104,8 @@ def affine_scheme(x, st, tally, group, with_entropy=False, lags=8, parents="cent
 
 
 if __name__ == "__main__":
-    import data
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sources", default="corpus,synth")
-    ap.add_argument("--only", default="")
-    a = ap.parse_args()
-    tracks = data.load(sources=tuple(a.sources.split(",")))
-    base = h.run_scheme(tracks, h.today)
-    print(h.report(base, "A today (K=2,m=3,chunk 64)"), flush=True)
+    a, tracks, base = h.setup("A today (K=2,m=3,chunk 64)", "corpus,synth")
     configs = [
         ("I lsq L=8 + per-frame affine", dict(lags=8)),
         ("J lsq L=8 + affine chunk 128", dict(lags=8, chunk_size=128)),

@@ -14,7 +14,6 @@ side-cost column counts them stored, coded with pcodec.
 
     taskset -c 1 python scripts/research/codec_v2/bary.py [--sources corpus,synth]
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -102,15 +101,8 @@ def bary_scheme(x, st, tally, group, with_entropy=False, B=6, lam=0.05, clip=0.5
 
 
 if __name__ == "__main__":
-    import data
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sources", default="corpus,synth")
-    ap.add_argument("--only", default="")
-    a = ap.parse_args()
-    tracks = data.load(sources=tuple(a.sources.split(",")))
-    base = h.run_scheme(tracks, h.today)
-    print(h.report(base, "today"), flush=True)
+    a, tracks, base = h.setup("today", "corpus,synth")
     r = h.run_scheme(tracks, lsq.lsq_scheme, lags=8, motion=False)
     print(h.report(r, "lsq L=8 (centroid)", base), flush=True)
     configs = {

@@ -151,3 +151,20 @@ def report(results, label, base=None):
             line += f" | vs today {t.total / base[source].total - 1:+.1%}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def setup(label, sources="corpus,synth"):
+    """Parse ``--sources``/``--only``, load the tracks, run and print today's codec as
+    the baseline. Returns (args, tracks, baseline)."""
+    import argparse
+
+    import data
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sources", default=sources)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    tracks = data.load(sources=tuple(args.sources.split(",")))
+    base = run_scheme(tracks, today)
+    print(report(base, label), flush=True)
+    return args, tracks, base

@@ -13,7 +13,6 @@ reproduces exactly. Basis and coefficients count as side information.
 
     taskset -c 1 python scripts/research/codec_v2/pca_residual.py [--sources corpus,synth]
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -60,15 +59,8 @@ def pca_scheme(x, st, tally, group, with_entropy=False, rank=4, scope="chunk", l
 
 
 if __name__ == "__main__":
-    import data
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sources", default="corpus,synth")
-    ap.add_argument("--only", default="")
-    a = ap.parse_args()
-    tracks = data.load(sources=tuple(a.sources.split(",")))
-    base = h.run_scheme(tracks, h.today)
-    print(h.report(base, "A today (K=2,m=3,chunk 64)"), flush=True)
+    a, tracks, base = h.setup("A today (K=2,m=3,chunk 64)", "corpus,synth")
     configs = [
         ("P1 lsq L=8 + residual PCA r=1/chunk", dict(rank=1)),
         ("P4 lsq L=8 + residual PCA r=4/chunk", dict(rank=4)),

@@ -3,21 +3,13 @@ candidates, chunk size, activity classes. Point streams only (see harness.py).
 
     taskset -c 1 python scripts/research/codec_v2/sweep_params.py [--sources corpus,synth]
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import data  # noqa: E402
 import harness as h  # noqa: E402
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--sources", default="corpus,synth")
-ap.add_argument("--only", default="")
-a = ap.parse_args()
-tracks = data.load(sources=tuple(a.sources.split(",")))
-base = h.run_scheme(tracks, h.today)
-print(h.report(base, "today K=2 m=3 c=8 chunk=64"), flush=True)
+a, tracks, base = h.setup("today K=2 m=3 c=8 chunk=64", "corpus,synth")
 configs = {
     "K=1": dict(window=1), "K=3": dict(window=3), "K=4": dict(window=4), "K=8": dict(window=8),
     "m=4": dict(n_parents=4), "m=6": dict(n_parents=6, n_candidates=10),
