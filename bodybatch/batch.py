@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bodybatch._files import human_bytes
 from bodybatch._lock import OutputLock
-from bodybatch.errors import BodybatchError, OutputError, PlanError
-from bodybatch.manifest import Journal, ManifestRow, compact_manifest, iter_manifest
+from bodybatch.errors import BodybatchError, ConfigError, OutputError, PlanError
+from bodybatch.manifest import Journal, ManifestRow, compact_manifest, iter_manifest, journal_files
 from bodybatch.plan import plan_jobs
 
 __all__ = ["run_batch", "RunSummary"]
@@ -134,6 +134,7 @@ def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_fail
     created = _make_output_root(config.output_root)
     summary = RunSummary()
     with OutputLock(config.output_root, shard) as lock:
+        _check_shard_count(config.manifest_path, shard)
         try:
             if shard is None:
                 _remove_temporaries(config.output_root)
@@ -165,6 +166,18 @@ def run_batch(config, force=False, progress=None, only=(), exclude=(), skip_fail
         _dataset_totals(config.manifest_path, summary)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _check_shard_count(manifest, shard):
+    """Refuse a shard count other than that of unfinished shards' journals: shards of
+    two partitions would convert some videos twice and others never."""
+    if shard is None:
+        return
+    counts = {p.stem.rsplit("-of-", 1)[1] for p in journal_files(manifest) if p.stem.startswith("shard-")}
+    others = sorted(int(c) for c in counts if c.isdigit() and int(c) != shard[1])
+    if others:
+        raise ConfigError(f"{manifest}: shards of a {others[0]}-shard run have not been merged yet; "
+                          f"run them with --shard I/{others[0]}, or merge first: bodybatch manifest compact CONFIG")
 
 
 def _record(job, journal, summary, bar):

@@ -153,6 +153,17 @@ def test_concurrent_shards_then_kill_and_resume(tmp_path):
     assert code == 0, out
 
 
+def test_other_shard_count_refused_while_shards_are_unmerged(tmp_path):
+    data = make_data(tmp_path / "data", 1)
+    cfg = config(tmp_path, data, tmp_path / "out")
+    journal = tmp_path / "out" / "manifest.jsonl.journal" / "shard-0002-of-0004.jsonl"
+    journal.parent.mkdir(parents=True)
+    journal.write_text("")  # a 4-shard run was killed before merging
+    code, _, err = run("run", cfg, "--shard", "0/2")
+    assert code == 2 and "4-shard run" in err and "--shard I/4" in err
+    assert run("run", cfg, "--shard", "0/4")[0] == 0
+
+
 def test_shard_and_whole_run_exclude_each_other(tmp_path):
     from bodybatch._lock import OutputLock
     from bodybatch.errors import LockError
