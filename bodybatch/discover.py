@@ -10,6 +10,7 @@ are balanced in count and in bytes in expectation.
 
 import fnmatch
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -35,6 +36,60 @@ def output_dir_for(video):
             safe = f"{safe}-{hashlib.sha256(part.encode()).hexdigest()[:8]}"
         out.append(safe)
     return "/".join(out)
+
+
+def _glob_regex(pattern):
+    """A compiled regex of a glob over '/'-paths: ``*`` and ``?`` stay within one
+    folder, ``[...]`` as in fnmatch, a ``**`` part matches any number of folders."""
+    parts = []
+    for part in pattern.strip("/").split("/"):
+        if part == "**":
+            parts.append("(?:[^/]+/)*")
+            continue
+        regex, i = "", 0
+        while i < len(part):
+            c = part[i]
+            if c == "*":
+                regex += "[^/]*"
+            elif c == "?":
+                regex += "[^/]"
+            elif c == "[" and "]" in part[i + 2 :] or c == "[" and part[i + 1 : i + 2] == "]":
+                end = part.index("]", i + 2) if part[i + 1 : i + 2] in ("!", "]") else part.index("]", i + 1)
+                body = part[i + 1 : end].replace("\\", "\\\\")
+                regex += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
+                i = end
+            else:
+                regex += re.escape(c)
+            i += 1
+        parts.append(regex + "/")
+    return re.compile("".join(parts)[:-1] + r"\Z" if not pattern.endswith("**") else "".join(parts) + r".*\Z")
+
+
+def _walk(root, pattern, output_root, follow_symlinks):
+    """Relative '/'-paths of the files under ``root`` matching ``pattern``, read
+    folder by folder with scandir: a plain file costs no stat; a symlink is resolved
+    (and skipped when it leads outside ``root`` unless ``follow_symlinks``, or into
+    ``output_root``). Symlinked folders are not entered."""
+    matcher = _glob_regex(pattern)
+    real_root, real_out = os.path.realpath(root), os.path.realpath(output_root)
+    for folder, dirs, files in os.walk(root):
+        if os.path.realpath(folder) == real_out:
+            dirs[:] = []
+            continue
+        rel_folder = os.path.relpath(folder, root)
+        prefix = "" if rel_folder == "." else rel_folder.replace(os.sep, "/") + "/"
+        for name in files:
+            rel = prefix + name
+            if not matcher.match(rel):
+                continue
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if not os.path.isfile(real) or is_inside(real, real_out):
+                    continue
+                if not follow_symlinks and not is_inside(real, real_root):
+                    continue
+            yield rel
 
 
 def parse_shard(text, environ=None):
@@ -98,18 +153,7 @@ def discover(config, only=(), exclude=(), notes=None, shard=None):
     root = config.input_root
     if not root.is_dir():
         raise PlanError(f"{root}: input.root is not a folder")
-    real_root = root.resolve()
-    out_root = config.output_root.resolve()
-    found = []
-    for path in root.glob(config["input.pattern"]):
-        if not path.is_file():
-            continue
-        real = path.resolve()
-        if not config["input.follow_symlinks"] and not is_inside(real, real_root):
-            continue
-        if is_inside(real, out_root) or is_inside(path.absolute(), out_root):
-            continue
-        found.append(path.relative_to(root).as_posix())
+    found = list(_walk(root, config["input.pattern"], config.output_root, config["input.follow_symlinks"]))
     if not found:
         raise PlanError(f"{root}: input.pattern {config['input.pattern']!r} matches no file")
     videos, filters = sorted(set(found)), []
