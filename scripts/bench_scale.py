@@ -33,9 +33,11 @@ sys.path.insert(0, str(HERE))
 from compare_outputs import manifest_rows, track_files  # noqa: E402
 
 
-#: Runs the CLI in this child and reports the child's own peak RSS (KiB) last on stderr.
-_MEASURED = ("import resource, sys; from bodybatch.cli import main; code = main(sys.argv[1:]); "
-             "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+#: Runs the CLI in this child and reports the child's own peak RSS (KiB) last on stderr:
+#: VmHWM of /proc/self/status (ru_maxrss would carry the parent's peak across fork+exec).
+_MEASURED = ("import re, sys; from bodybatch.cli import main; code = main(sys.argv[1:]); "
+             "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+             "print('maxrss', hwm, file=sys.stderr); sys.exit(code)")
 
 
 def cli(*args, env=None):
@@ -74,7 +76,6 @@ def fake_dataset(work, name, n, with_inputs=True, slim=False):
     """n videos v/NNN/NNNNNN.xz: inputs (hard links), one track each (hard link), and
     the manifest of a finished run over them (sorted, as a clean run writes it)."""
     from bodybatch.config import load_config
-    from bodybatch.discover import output_dir_for
 
     root = work / name
     data, out = root / "data", root / "out"
@@ -87,7 +88,18 @@ def fake_dataset(work, name, n, with_inputs=True, slim=False):
     if slim:
         row["metadata"] = {}
     stat = source.stat()
-    lines = []
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+    out.mkdir(parents=True)
+    with open(out / ".manifest.tmp", "w") as manifest:  # written as generated: the bench's own memory stays small
+        _write_rows(manifest, n, data, out, root, source, track, row, stat, with_inputs)
+    os.replace(out / ".manifest.tmp", out / "manifest.jsonl")
+    return cfg, out
+
+
+def _write_rows(manifest, n, data, out, root, source, track, row, stat, with_inputs):
+    from bodybatch.discover import output_dir_for
+
     for i in range(n):
         video = f"v{i // 1000:03d}/{i:07d}.xz"
         rel = f"{output_dir_for(video)}/track_0000.xz"
@@ -100,9 +112,7 @@ def fake_dataset(work, name, n, with_inputs=True, slim=False):
         os.link(track, out / rel)
         r = dict(row, video=video, path=rel)
         r["input"] = dict(row["input"], path=video, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        lines.append(json.dumps(r, sort_keys=True, separators=(",", ":")))
-    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    return cfg, out
+        manifest.write(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def _copy_same(source, target):
