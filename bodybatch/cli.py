@@ -22,7 +22,7 @@ def _print(*args):
 
 def cmd_plan(args):
     from bodybatch.config import load_config
-    from bodybatch.discover import parse_shard
+    from bodybatch.plan import parse_shard
     from bodybatch.manifest import iter_manifest
     from bodybatch.plan import plan_jobs
 
@@ -56,7 +56,7 @@ def cmd_plan(args):
 def cmd_run(args):
     from bodybatch.batch import run_batch
     from bodybatch.config import load_config
-    from bodybatch.discover import parse_shard
+    from bodybatch.plan import parse_shard
 
     overrides = {"pool.n_jobs": args.jobs, "pool.backend": args.backend, "pool.scheduler": args.scheduler}
     config = load_config(args.config, overrides=overrides)

@@ -98,7 +98,7 @@ def fake_dataset(work, name, n, with_inputs=True, slim=False):
 
 
 def _write_rows(manifest, n, data, out, root, source, track, row, stat, with_inputs):
-    from bodybatch.discover import output_dir_for
+    from bodybatch.plan import output_dir_for
 
     for i in range(n):
         video = f"v{i // 1000:03d}/{i:07d}.xz"
@@ -208,7 +208,7 @@ def bench_shards(work, n):
         same[name] = (track_files(root / "one") == track_files(root / name)
                       and manifest_rows(root / "one", ("created", "encode_seconds"))
                       == manifest_rows(root / name, ("created", "encode_seconds")))  # fmt: skip
-    from bodybatch.discover import shard_of
+    from bodybatch.plan import shard_of
 
     sizes = [sum((data / v).stat().st_size for v in os.listdir(data) if shard_of(v, 4) == k) for k in range(4)]
     print(f"\n## {n} videos: one run vs 4 concurrent shards (SLURM_ARRAY_* set), and a shard SIGKILLed")

@@ -25,7 +25,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 #: Packages counted as one module (the old layout's names too, for comparisons).
-GROUPS = ("bodybatch.codec", "bodybatch.formats.bodycompress")
+GROUPS = ("bodybatch.codec", "bodybatch.formats.bodycompress", "bodybatch.manifest")
 #: Leaf helpers, old and new names.
 HELPERS = {"bodybatch"} | {f"bodybatch.{m}" for m in ("errors", "_files", "_msgpack", "_grid", "cameras", "_assignment", "_lock",
                                       "_version", "_rows", "_json", "_trackdata", "codec.quantize")}  # fmt: skip

@@ -35,7 +35,7 @@ def cluster_client():
 def make_jobs(tmp_path, names):
     """Jobs of real sample videos, and of FIFOs (discovery skips those: not files) on
     which a reader blocks, so their job hangs until its worker is killed."""
-    from bodybatch.discover import output_dir_for
+    from bodybatch.plan import output_dir_for
     from bodybatch.job import Job
 
     data = tmp_path / "data"

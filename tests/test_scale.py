@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from compare_outputs import manifest_rows, track_files
-from bodybatch.discover import parse_shard, shard_of
+from bodybatch.plan import parse_shard, shard_of
 from bodybatch.errors import ConfigError
 from bodybatch.manifest import compact_manifest, journal_files, read_manifest
 
