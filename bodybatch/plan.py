@@ -88,29 +88,35 @@ def _glob_regex(pattern):
 
 def _walk(root, pattern, output_root, follow_symlinks):
     """Relative '/'-paths of the files under ``root`` matching ``pattern``, read
-    folder by folder with scandir: a plain file costs no stat; a symlink is resolved
-    (and skipped when it leads outside ``root`` unless ``follow_symlinks``, or into
-    ``output_root``). Symlinked folders are not entered."""
+    folder by folder with scandir: a plain file costs no stat (its type comes with
+    the folder listing); a symlink is resolved (and skipped when it leads outside
+    ``root`` unless ``follow_symlinks``, or into ``output_root``). Symlinked folders
+    are not entered; neither is ``output_root``."""
     matcher = _glob_regex(pattern)
     real_root, real_out = os.path.realpath(root), os.path.realpath(output_root)
-    for folder, dirs, files in os.walk(root):
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
         if os.path.realpath(folder) == real_out:
-            dirs[:] = []
             continue
-        rel_folder = os.path.relpath(folder, root)
-        prefix = "" if rel_folder == "." else rel_folder.replace(os.sep, "/") + "/"
-        for name in files:
-            rel = prefix + name
-            if not matcher.match(rel):
-                continue
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                real = os.path.realpath(path)
-                if not os.path.isfile(real) or is_inside(real, real_out):
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in reversed(entries):
+            rel = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, rel + "/"))
+            elif matcher.match(rel):
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not os.path.isfile(real) or is_inside(real, real_out):
+                        continue
+                    if not follow_symlinks and not is_inside(real, real_root):
+                        continue
+                elif not entry.is_file(follow_symlinks=False):
                     continue
-                if not follow_symlinks and not is_inside(real, real_root):
-                    continue
-            yield rel
+                yield rel
 
 
 def parse_shard(text, environ=None):
