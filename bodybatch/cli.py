@@ -29,7 +29,7 @@ def cmd_plan(args):
     config = load_config(args.config)
     shard = parse_shard(args.shard) if args.shard else None
     rows = iter_manifest(config.manifest_path)
-    plan = plan_jobs(config, rows, args.force, args.only, args.exclude, args.skip_failed, shard)
+    plan = plan_jobs(config, rows, args.force, args.only, args.exclude, args.skip_failed, shard, persist=False)
     if args.summary:
         counts = {}
         for job in plan.jobs:

@@ -14,9 +14,8 @@ its reason (DVC style):
 
 Which inputs are considered: ``input.pattern`` under ``input.root`` (read folder by
 folder with scandir), narrowed by ``input.paths_file``, ``input.exclude_file``, the
-``--only``/``--exclude`` globs and, with ``--shard I/N``, the shard partition: a
-video's shard is a hash of its path alone, so adding videos never moves existing ones
-between shards, and shards are balanced in count and bytes in expectation. The
+``--only``/``--exclude`` globs and, with ``--shard I/N``, the shard partition
+(:func:`shard_partition`: stable when videos are added, balanced by input size). The
 manifest is read as a stream: per video only what the decision needs is kept
 (:class:`_History`).
 """
@@ -30,10 +29,10 @@ from pathlib import Path
 from typing import Optional
 
 from bodybatch._files import file_sha256, is_inside
-from bodybatch.errors import ConfigError, PlanError
+from bodybatch.errors import ConfigError, FormatError, OutputError, PlanError
 from bodybatch.job import Job, JobSettings
 
-__all__ = ["Plan", "plan_jobs", "discover", "output_dir_for", "shard_of", "parse_shard"]
+__all__ = ["Plan", "plan_jobs", "discover", "output_dir_for", "shard_partition", "parse_shard"]
 
 #: Actions after which a video needs no work this run.
 IDLE_ACTIONS = ("up to date", "skipped")
@@ -148,9 +147,53 @@ def parse_shard(text, environ=None):
     return index, count
 
 
-def shard_of(video, n_shards):
-    """Shard (0..n_shards-1) of a video: from a hash of its relative path only."""
-    return int.from_bytes(hashlib.sha256(video.encode()).digest()[:8], "big") % n_shards
+def shard_partition(config, videos, n_shards, persist=True):
+    """``{video: shard}`` for ``videos``, from the partition file of ``n_shards`` shards
+    in the output root (``.bodybatch.shards-N.json``), extended under a lock.
+
+    A video keeps the shard it was first given, so adding videos never moves existing
+    ones. Videos new to the file are given out largest first, each to the shard with
+    the fewest input bytes so far (sizes stated once, at assignment), so shards stay
+    balanced by input size. Shards starting together read the same file: the first
+    to take the lock writes it. ``persist=False`` (``plan``) writes nothing.
+    """
+    import fcntl
+    import json
+
+    from bodybatch._files import write_atomically
+
+    root = config.output_root
+    path = root / f".bodybatch.shards-{n_shards}.json"
+    try:
+        lock = open(root / ".bodybatch.shards.lock", "a") if persist else open(os.devnull)
+    except OSError as exc:
+        raise OutputError(f"{root}: cannot create the shard partition lock ({exc.strerror})") from None
+    with lock:
+        if persist:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            table = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{path}: unreadable shard partition ({exc})") from None
+        new = [v for v in videos if v not in table]
+        if new:
+            loads = [0] * n_shards
+            for shard, size in table.values():
+                loads[shard] += size
+            sizes = {}
+            for video in new:
+                try:
+                    sizes[video] = os.stat(config.input_root / video).st_size
+                except OSError:
+                    sizes[video] = 0
+            for video in sorted(new, key=lambda v: (-sizes[v], v)):
+                shard = min(range(n_shards), key=lambda k: (loads[k], k))
+                table[video] = [shard, sizes[video]]
+                loads[shard] += sizes[video]
+            if persist:
+                text = json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
+                write_atomically(path, lambda f: f.write(text), "shard partition")
+    return {v: table[v][0] for v in videos}
 
 
 def _read_list(path, what):
@@ -162,7 +205,7 @@ def _read_list(path, what):
     return [Path(line.strip()).as_posix() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def discover(config, only=(), exclude=(), notes=None, shard=None):
+def discover(config, only=(), exclude=(), notes=None, shard=None, persist=True):
     """Sorted relative paths of the input files matching ``input.pattern``, narrowed
     by ``input.paths_file``, ``input.exclude_file`` and the globs ``only`` (keep a
     path matching any) and ``exclude`` (drop a path matching any); with ``shard``
@@ -202,7 +245,8 @@ def discover(config, only=(), exclude=(), notes=None, shard=None):
     if not videos:
         raise PlanError(f"{root}: no input left after {', '.join(filters)} ({len(found)} match the pattern)")
     if shard is not None:
-        videos = [v for v in videos if shard_of(v, shard[1]) == shard[0]]
+        partition = shard_partition(config, videos, shard[1], persist)
+        videos = [v for v in videos if partition[v] == shard[0]]
     return videos
 
 
@@ -255,7 +299,7 @@ class _History:
             self.other_settings = settings if settings else {"codec": row["codec"]} if row.get("codec") else {}
 
 
-def plan_jobs(config, manifest_rows, force=False, only=(), exclude=(), skip_failed=False, shard=None):
+def plan_jobs(config, manifest_rows, force=False, only=(), exclude=(), skip_failed=False, shard=None, persist=True):
     """Decide, for every selected video, whether and why it must be (re)done.
 
     Parameters
@@ -271,6 +315,8 @@ def plan_jobs(config, manifest_rows, force=False, only=(), exclude=(), skip_fail
         Do not retry a video whose last attempt failed while its input is unchanged.
     shard : (int, int), optional
         Only the videos of shard ``i`` of ``n``.
+    persist : bool
+        Record new videos' shards in the output root (a run); ``plan`` writes nothing.
 
     Returns
     -------
@@ -285,7 +331,7 @@ def plan_jobs(config, manifest_rows, force=False, only=(), exclude=(), skip_fail
     for row in manifest_rows:
         history.setdefault(row.video, _History()).add(row, settings.config_hash)
     plan = Plan([])
-    videos = discover(config, only, exclude, plan.notes, shard)
+    videos = discover(config, only, exclude, plan.notes, shard, persist)
     for video in videos:
         job = Job(video, config.input_root / video, output_dir_for(video), settings=settings)
         job.action, job.reason = _decide(job, history.get(video), config.output_root, force, skip_failed)

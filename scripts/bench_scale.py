@@ -208,9 +208,8 @@ def bench_shards(work, n):
         same[name] = (track_files(root / "one") == track_files(root / name)
                       and manifest_rows(root / "one", ("created", "encode_seconds"))
                       == manifest_rows(root / name, ("created", "encode_seconds")))  # fmt: skip
-    from bodybatch.plan import shard_of
-
-    sizes = [sum((data / v).stat().st_size for v in os.listdir(data) if shard_of(v, 4) == k) for k in range(4)]
+    table = json.loads((root / "sharded" / ".bodybatch.shards-4.json").read_text())
+    sizes = [sum(size for shard, size in table.values() if shard == k) for k in range(4)]
     print(f"\n## {n} videos: one run vs 4 concurrent shards (SLURM_ARRAY_* set), and a shard SIGKILLed")
     print(f"one run {t_one:.1f} s; 4 shards together {t_sharded:.1f} s (exit codes {codes}); "
           f"input bytes per shard {[round(s / 2**20, 1) for s in sizes]} MiB")

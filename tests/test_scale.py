@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from compare_outputs import manifest_rows, track_files
-from bodybatch.plan import parse_shard, shard_of
+from bodybatch.plan import parse_shard, shard_partition
 from bodybatch.errors import ConfigError
 from bodybatch.manifest import compact_manifest, journal_files, read_manifest
 
@@ -96,13 +96,29 @@ def test_compaction_equals_one_clean_run(tmp_path):
     assert compact_manifest(tmp_path / "parts" / "manifest.jsonl") == 0  # nothing left to merge
 
 
-def test_shard_partition_is_stable_and_complete():
-    videos = [f"cam{i % 7}/video_{i:05d}.xz" for i in range(2000)]
-    shards = {v: shard_of(v, 8) for v in videos}
-    more = videos + [f"new/video_{i:05d}.xz" for i in range(500)]
-    assert all(shard_of(v, 8) == shards[v] for v in more[:2000])  # adding videos moves none
-    counts = [sum(s == k for s in shards.values()) for k in range(8)]
-    assert min(counts) > 0.85 * 2000 / 8 and max(counts) < 1.15 * 2000 / 8
+def test_shard_partition_is_stable_and_balanced(tmp_path):
+    from bodybatch.config import load_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = __import__("random").Random(1)
+    for i in range(200):
+        (data / f"v{i:03d}.xz").write_bytes(b"x" * rng.randint(1_000, 100_000))
+    settings = load_config(config(tmp_path, data, tmp_path / "out"))
+    videos = sorted(p.name for p in data.iterdir())
+    dry = shard_partition(settings, videos, 4, persist=False)
+    assert not (tmp_path / "out").exists()  # plan writes nothing
+    (tmp_path / "out").mkdir()
+    first = shard_partition(settings, videos, 4)
+    assert first == dry and shard_partition(settings, videos, 4) == first
+    loads = [sum((data / v).stat().st_size for v in videos if first[v] == k) for k in range(4)]
+    assert max(loads) - min(loads) <= 100_000  # within one video's size
+    for i in range(200, 260):  # videos added later
+        (data / f"v{i:03d}.xz").write_bytes(b"x" * rng.randint(1_000, 100_000))
+    more = shard_partition(settings, sorted(p.name for p in data.iterdir()), 4)
+    assert all(more[v] == first[v] for v in videos)  # none moved
+    loads = [sum((data / v).stat().st_size for v in more if more[v] == k) for k in range(4)]
+    assert max(loads) - min(loads) <= 100_000
     assert parse_shard("3/16") == (3, 16)
     assert parse_shard("slurm", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8"}) == (5, 8)
     env = {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_MAX": "13"}
