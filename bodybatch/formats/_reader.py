@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodybatch._files import human_bytes
 from bodybatch._rows import concat_blocks, slice_block
 from bodybatch.errors import FormatError
 
@@ -176,6 +177,7 @@ class TrackReader:
             "kind": "track",
             "format": self.format_name,
             "bytes": os.path.getsize(self.path),
+            "size": human_bytes(os.path.getsize(self.path)),
             "rows": len(self),
             "frames": f"{int(fi[0])}..{int(fi[-1])}" if len(fi) else "none",
             "codec": dict(self.codec),

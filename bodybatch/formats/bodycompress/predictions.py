@@ -13,6 +13,7 @@ import os
 import weakref
 from pathlib import Path
 
+from bodybatch._files import human_bytes
 from bodybatch.errors import BodybatchError, FormatError
 from bodybatch.formats.bodycompress import _contents
 from bodybatch.formats.bodycompress._frames import decode_frame
@@ -183,6 +184,7 @@ class PredictionReader:
             "compression": h.compression,
             "vertex_order": _contents.vertex_order_name(h),
             "bytes": self._size,
+            "size": human_bytes(self._size),
         }
         out.update(self._scan(_contents.summarize))
         return out
