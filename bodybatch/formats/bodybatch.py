@@ -171,8 +171,8 @@ class BodybatchTrackReader(TrackReader):
 
     format_name = "bodybatch"
 
-    def __init__(self, path, decode_camera=False):
-        super().__init__(path, decode_camera)
+    def __init__(self, path, decode_camera=False, fields=None):
+        super().__init__(path, decode_camera, fields)
         self._f = open(self.path, "rb")
         try:
             self._open()
@@ -283,9 +283,16 @@ class BodybatchTrackReader(TrackReader):
             self._fail(f"chunk {i} checksum mismatch (corrupt file)")
         return _msgpack.unpackb(payload, where=f"{self.path}: chunk {i}")
 
-    def _decode_chunk(self, i):
+    def _decode_chunk(self, i, fields=None):
         n_rows = int(self._starts[i + 1] - self._starts[i])
-        return self._codec.decode_chunk(self._read_chunk(i), self._layout, n_rows, f"{self.path}: chunk {i}: ")
+        return self._codec.decode_chunk(self._read_chunk(i), self._layout, n_rows, f"{self.path}: chunk {i}: ",
+                                        fields=fields)  # fmt: skip
+
+    def _stored_fields(self):
+        fields = self._index.get("fields")
+        if not isinstance(fields, (list, tuple)):
+            self._fail("malformed index (fields)")
+        return {str(f) for f in fields} - {"frame_index"}
 
     def _summary(self):
         points = {g: {k: v[k] for k in ("n_points", "n_dims", "n_parents")} for g, v in (self.header.get("layout") or {}).items()}
