@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodybatch._rows import concat_blocks, slice_block
+from bodybatch._rows import concat_blocks, copy_block, slice_block
 from bodybatch.errors import FormatError
 
 __all__ = ["FIELDS", "TrackReader", "check_fields", "flat_arrays"]
@@ -233,7 +233,7 @@ class TrackReader:
         for i in range(first, last + 1):
             lo, hi = int(self._starts[i]), int(self._starts[i + 1])
             parts.append(slice_block(self._chunk(i, fields), max(start, lo) - lo, min(stop, hi) - lo))
-        return concat_blocks(parts)
+        return copy_block(parts[0]) if len(parts) == 1 else concat_blocks(parts)  # never views of the cache
 
     def _rows(self, rows, fields=None):
         rows = np.asarray(rows, np.int64)
