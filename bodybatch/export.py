@@ -29,7 +29,7 @@ from bodybatch._json import to_jsonable
 from bodybatch.errors import OutputError
 from bodybatch.formats._reader import check_fields, flat_arrays
 
-__all__ = ["FORMATS", "export_track", "export_dataset"]
+__all__ = ["FORMATS", "export_dataset", "export_track"]
 
 FORMATS = ("npz", "frames")
 

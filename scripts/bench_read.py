@@ -124,8 +124,9 @@ def main():
     ap.add_argument("--windows", type=int, default=400)
     ap.add_argument("--chunk-size", type=int, default=64, help="codec.chunk_size of the conversion (default 64)")
     args = ap.parse_args()
+    import bodycompress
+
     import bodybatch
-    import bodycompress  # noqa: F401  (the peer)
 
     data = args.data_dir
     videos = synth(data / "synth20", "--videos", "20", "--frames", "100", "200", "--people", "1", "2", "--seed", "14")
@@ -142,7 +143,7 @@ def main():
 
     # 1. one frame from the middle of a track
     print("1. one frame from the middle, file opened each time")
-    long_track = sorted(long_root.rglob("track_*.xz"))[0]
+    long_track = min(long_root.rglob("track_*.xz"))
     short_video = min((v for v in videos), key=lambda v: len(bodybatch.read_predictions(v)))
     ds_all = bodybatch.Dataset(ds_root)
     short = [t for t in range(len(ds_all.tracks)) if ds_all.tracks[t]["video"] == Path(short_video).name]
@@ -153,8 +154,8 @@ def main():
         with bodybatch.open_track(track) as reader:
             k = len(reader) // 2
             frame = int(reader.frame_index[k])
-        t_bb, row = best(lambda: bb_frame(track, k), r)
-        t_bc, _ = best(lambda: bc_frame(video, frame), r)
+        t_bb, _ = best(lambda track=track, k=k: bb_frame(track, k), r)
+        t_bc, _ = best(lambda video=video, frame=frame: bc_frame(video, frame), r)
         print(f"   {name:18s} (row {k}, video frame {frame}): bodybatch {t_bb * 1e3:7.1f} ms   "
               f"bodycompress zstd {t_bc * 1e3:8.1f} ms   {t_bc / t_bb:6.1f}x")
 
@@ -193,16 +194,14 @@ def main():
                                ("corpus nlf_xz_*, xz", corpus_root, sorted(glob.glob(str(SHARED / "corpus" / "nlf_xz_*.xz"))))):  # fmt: skip
         tracks = sorted(root.rglob("track_*.xz"))
 
-        def bb():
+        def bb(tracks=tracks):
             n = 0
             for p in tracks:
                 with bodybatch.open_track(p) as reader:
                     n += len(reader.to_arrays()["frame_index"])
             return n
 
-        def bc():
-            import bodycompress
-
+        def bc(inputs=inputs):
             return sum(len(f["vertices"]) for v in inputs for f in bodycompress.BodyDecompressor(v))
 
         t_bb, n_bb = best(bb, max(1, r // 2))

@@ -68,9 +68,8 @@ def test_fields_equal_full_decode(converted):
 
 
 def test_fields_errors(converted):
-    with bodybatch.open_track(_tracks(converted)[0]) as reader:
-        with pytest.raises(ConfigError, match="unknown field"):
-            reader.to_arrays(fields=["verts"])
+    with bodybatch.open_track(_tracks(converted)[0]) as reader, pytest.raises(ConfigError, match="unknown field"):
+        reader.to_arrays(fields=["verts"])
 
 
 def test_joints_only_does_not_decode_vertices(converted, monkeypatch):
