@@ -238,3 +238,17 @@ def test_export_round_trips(converted, tmp_path):
         assert sorted(npz.files) == ["boxes", "frame_index", "metadata"]
         np.testing.assert_array_equal(npz["boxes"], full["boxes"])
     assert main(["export", str(SAMPLE / "clip_a.xz"), str(tmp_path / "p.npz"), "--format", "frames", "-q"]) == 2
+
+
+def test_dataset_opens_no_file_at_construction(converted, monkeypatch):
+    import bodybatch.formats
+
+    opened = []
+    real = bodybatch.formats.open_track
+    monkeypatch.setattr(bodybatch.formats, "open_track", lambda p, **kw: opened.append(Path(p).name) or real(p, **kw))
+    ds = bodybatch.Dataset(converted, window=4, stride=2)
+    assert opened == [] and len(ds) > 0
+    bodybatch.Dataset(converted, window=4, gaps="exclude")
+    assert len(opened) == 1  # only street/clip_b, whose manifest row shows a gap
+    ds[0]
+    assert len(opened) == 2
