@@ -8,13 +8,15 @@ no side effects:
 - :func:`write_track` encodes one person track into one file; :class:`TrackWriter`
   does the same frame by frame.
 - :func:`open_track` reads a track file back (random access by row).
+- :class:`Dataset` reads a converted dataset back from its manifest (whole tracks or
+  windows; picklable, for DataLoader workers and process pools).
 """
 
 from bodybatch import errors as _errors
 from bodybatch._version import __version__
-from bodybatch.errors import BodybatchError, ConfigError, DependencyError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
+from bodybatch.errors import BodybatchError, ConfigError, DatasetError, DependencyError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
 
-__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader",
+__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader", "Dataset",
            *_errors.__all__]  # fmt: skip
 
 _LAZY = {
@@ -23,6 +25,7 @@ _LAZY = {
     "TrackWriter": "bodybatch.track_writer",
     "open_track": "bodybatch.formats",
     "TrackReader": "bodybatch.formats._reader",
+    "Dataset": "bodybatch.dataset",
 }
 
 

@@ -105,11 +105,28 @@ def cmd_export(args):
     import numpy as np
 
     from bodybatch._files import write_atomically
+    from bodybatch.errors import ConfigError
+    from bodybatch.export import export_dataset, export_track
     from bodybatch.formats import open_file
+    from bodybatch.formats._reader import flat_arrays
 
-    with open_file(args.file) as reader:
-        arrays = reader.export_arrays()
-    out = Path(args.out)
+    source, out = Path(args.source), Path(args.out)
+    if source.is_dir() or source.suffix == ".jsonl":  # a converted dataset
+        progress = False if args.no_progress or args.quiet else None
+        written = export_dataset(source, out, args.format, args.fields, args.only, progress)
+        _print(f"wrote {len(written)} track(s) ({args.format}) under {out}")
+        return 0
+    if args.only:
+        raise ConfigError("--only selects tracks of a dataset (an output root or manifest), not of one file")
+    with open_file(source) as reader:
+        is_track = reader.summary()["kind"] == "track"
+        if (args.format == "frames" or args.fields) and not is_track:
+            raise ConfigError(f"{source}: --format frames and --fields apply to track files and datasets")
+        if args.format == "frames":
+            export_track(reader, out, "frames", args.fields)
+            _print(f"wrote {out}/ ({len(reader)} frames)")
+            return 0
+        arrays = flat_arrays(reader.to_arrays(args.fields), reader.metadata, source) if is_track else reader.export_arrays()
     write_atomically(out, lambda f: np.savez(f, **arrays), what="export")
     _print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(arrays.items())))
     return 0
@@ -222,10 +239,20 @@ def build_parser():
     s.add_argument("file", help="prediction file or track file (.xz)")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("export", parents=[common], help="write a prediction or track file's decoded arrays to .npz "
-                                      "(predictions: detections concatenated over frames, plus counts)")
-    s.add_argument("file", help="prediction file or track file (.xz)")
-    s.add_argument("out", help="output .npz")
+    from bodybatch.export import FORMATS as EXPORT_FORMATS
+    from bodybatch.formats._reader import FIELDS as TRACK_FIELDS
+
+    s = sub.add_parser("export", parents=[common], help="write decoded arrays: of a prediction or track file to .npz, "
+                                      "or of a converted dataset (output root or manifest) to a folder")  # fmt: skip
+    s.add_argument("source", metavar="SOURCE", help="prediction file, track file, output root or manifest.jsonl")
+    s.add_argument("out", metavar="OUT", help="output .npz (one file) or folder (dataset, or --format frames)")
+    s.add_argument("--format", choices=EXPORT_FORMATS, default="npz",
+                   help="npz: one .npz per track; frames: <video>/<track>/<field>/<frame:06d>.npy + track.json")
+    s.add_argument("--fields", nargs="+", choices=TRACK_FIELDS, metavar="FIELD",
+                   help=f"track fields to decode and write ({', '.join(TRACK_FIELDS)}; default: all)")
+    s.add_argument("--only", action="append", default=[], metavar="GLOB",
+                   help="dataset: only tracks of videos whose path (relative to input.root) matches GLOB; repeatable")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_export)
 
     from bodybatch.sweep import FIELDS

@@ -8,6 +8,7 @@ __all__ = [
     "BodybatchError",
     "ConfigError",
     "FormatError",
+    "DatasetError",
     "TrackError",
     "PlanError",
     "OutputError",
@@ -35,6 +36,11 @@ class FormatError(BodybatchError, ValueError):
     """
 
     exit_code = 3
+
+
+class DatasetError(FormatError):
+    """A track file a dataset's manifest lists is missing, unreadable, or of another
+    size or checksum than its manifest row (the message names the file)."""
 
 
 class TrackError(BodybatchError, ValueError):

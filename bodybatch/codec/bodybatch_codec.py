@@ -319,10 +319,13 @@ class BodybatchCodec(Codec):
             out["camera"] = {k: _encode_array(v, self.level) for k, v in chunk["camera"].items()}
         return out, max_error
 
-    def decode_chunk(self, encoded, layout, n_frames, where=""):
-        """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows.
+    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None):
+        """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows: a dict of
+        ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
 
-        Returns a dict of (T, ...) arrays (camera as a dict of arrays).
+        ``fields`` (collection of names, None: all): decode only these; a point group
+        whose coordinates and uncertainties are both left out is skipped, its streams
+        untouched (``{"joints"}`` never decodes the vertex streams).
         """
         factor, unc_factor = self.factors()
         out = {}
@@ -330,6 +333,8 @@ class BodybatchCodec(Codec):
             points = encoded["points"]
             for group, g in layout.items():
                 coord, unc = POINT_GROUPS[group]
+                if fields is not None and coord not in fields and unc not in fields:
+                    continue  # --- fields= : skip the group's streams entirely
                 entry = points[group]
                 max_abs = int(entry["max_abs"])
                 if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
@@ -353,14 +358,17 @@ class BodybatchCodec(Codec):
                 if d == 4:
                     out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
             for name, entry in encoded.get("arrays", {}).items():
-                out[name] = _decode_array(entry, n_frames, f"{where}{name}")
-            if "camera" in encoded:
+                if fields is None or name in fields:
+                    out[name] = _decode_array(entry, n_frames, f"{where}{name}")
+            if "camera" in encoded and (fields is None or "camera" in fields):
                 out["camera"] = {
                     k: _decode_array(v, n_frames, f"{where}camera.{k}")
                     for k, v in encoded["camera"].items()
                 }
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{where}malformed chunk ({exc!r})") from None
+        if fields is not None:  # a group's other field came along with the one asked for
+            out = {k: v for k, v in out.items() if k in fields}
         return out
 
 

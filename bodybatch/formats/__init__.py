@@ -54,7 +54,7 @@ def sniff(path):
     raise FormatError(f"{path}: not a bodybatch or bodycompress file (unknown magic {start[:8]!r})")
 
 
-def open_track(path, *, decode_camera=False):
+def open_track(path, *, decode_camera=False, fields=None):
     """Open a track file of any format (see :class:`bodybatch.TrackReader`).
 
     Parameters
@@ -62,8 +62,11 @@ def open_track(path, *, decode_camera=False):
     path : path-like
     decode_camera : bool
         Return camera objects (``deltacamera``) instead of camera dicts.
+    fields : str or collection of str, optional
+        Default field selection of indexing and iteration (see
+        :class:`~bodybatch.TrackReader`); None: all fields.
     """
-    return format_module(sniff(path)).open_track(path, decode_camera=decode_camera)
+    return format_module(sniff(path)).open_track(path, decode_camera=decode_camera, fields=fields)
 
 
 def open_file(path, *, decode_camera=False):

@@ -3,7 +3,7 @@
 A format's reader derives from :class:`TrackReader` and supplies how to decode one
 chunk of rows (:meth:`TrackReader._decode_chunk`) and where the chunks start; the
 base class gives ``len``, indexing, slicing, iteration, ``frame_index``,
-``to_arrays``, :meth:`TrackReader.export_arrays` and a JSON-ready
+``to_arrays`` (all with ``fields=``), ``find_frames``, ``read_frames``, :meth:`TrackReader.export_arrays` and a JSON-ready
 :meth:`TrackReader.summary`. :func:`flat_arrays` lays out arrays for ``numpy.savez``
 (shared with the prediction reader).
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from bodybatch._files import human_bytes
-from bodybatch._rows import concat_blocks, slice_block
+from bodybatch._rows import concat_blocks, copy_block, slice_block
 from bodybatch.errors import FormatError
 
-__all__ = ["TrackReader", "flat_arrays"]
+__all__ = ["FIELDS", "TrackReader", "check_fields", "flat_arrays"]
 
 
 def flat_arrays(arrays, metadata, path):
@@ -44,6 +44,34 @@ def flat_arrays(arrays, metadata, path):
     return out
 
 
+#: Fields a track row may hold besides ``frame_index`` (always returned): what
+#: ``fields=`` selects from.
+FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes", "camera")
+
+
+def check_fields(fields):
+    """``fields`` (None, a name, or names) -> None or a frozenset of names.
+
+    ``frame_index`` is accepted and dropped (it is always returned).
+
+    Raises
+    ------
+    ConfigError
+        An unknown field name (the message lists :data:`FIELDS`).
+    """
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        fields = (fields,)
+    out = frozenset(fields) - {"frame_index"}
+    unknown = sorted(out - set(FIELDS))
+    if unknown:
+        from bodybatch.errors import ConfigError
+
+        raise ConfigError(f"unknown field(s) {unknown}; known: {', '.join(FIELDS + ('frame_index',))}")
+    return out
+
+
 class TrackReader:
     """Random access to the rows of one track file (see :func:`bodybatch.open_track`).
 
@@ -54,30 +82,45 @@ class TrackReader:
     ``camera`` (dict, or camera object with ``decode_camera=True``) and ``frame_index``
     (the video frame of the row).
 
+    Every read takes ``fields=`` (names from :data:`FIELDS`): only those fields are
+    returned (plus ``frame_index``) and only the streams they need are decoded (with
+    the bodybatch codec, ``fields="joints"`` never touches the vertex streams).
+    ``reader[...]`` and iteration use the reader's default :attr:`fields`
+    (``open_track(path, fields=...)``); :meth:`read` and :meth:`iter_rows` take it
+    per call. A row range decodes only the chunks it overlaps.
+
     Attributes
     ----------
     path : pathlib.Path
     metadata : dict or None
         What the writer was given (e.g. ``video``, ``track``, ``source``).
+    fields : frozenset or None
+        Default field selection of indexing and iteration (None: all fields).
     """
 
     #: Name of the file format (``bodybatch.formats``).
     format_name = None
 
-    def __init__(self, path, decode_camera=False):
+    def __init__(self, path, decode_camera=False, fields=None):
         self.path = Path(path)
         self.decode_camera = decode_camera
+        self.fields = check_fields(fields)
         self.metadata = None
         self._starts = np.zeros(1, np.int64)  # first row of each chunk, then the row count
-        self._cache = (None, None)
+        self._cache = (None, None, None)  # chunk number, fields decoded (None: all), arrays
 
     # -- what a format supplies ------------------------------------------------------------
-    def _decode_chunk(self, i):
-        """Chunk ``i`` as a dict of stacked arrays (camera: dict of arrays), no frame_index."""
+    def _decode_chunk(self, i, fields=None):
+        """Chunk ``i`` as a dict of stacked arrays (camera: dict of arrays), no
+        frame_index; ``fields``: None (all) or a frozenset of the fields to decode."""
         raise NotImplementedError
 
     def _frame_index(self):
         """(n,) int64 video frame of every row."""
+        raise NotImplementedError
+
+    def _stored_fields(self):
+        """The fields the file holds (names from :data:`FIELDS`)."""
         raise NotImplementedError
 
     @property
@@ -102,15 +145,33 @@ class TrackReader:
             self._frame_index_cache = fi
         return self._frame_index_cache
 
+    @property
+    def stored_fields(self):
+        """Sorted list of the fields the file holds (``frame_index`` aside)."""
+        return sorted(self._stored_fields())
+
     def __len__(self):
         return int(self._starts[-1])
 
-    def _chunk(self, i):
-        if self._cache[0] != i:
-            arrays = self._decode_chunk(i)
+    def _select(self, fields):
+        """Resolve a ``fields=`` argument: None -> the reader's default; checked
+        against the names and against what the file holds (FormatError naming it)."""
+        fields = self.fields if fields is None else check_fields(fields)
+        if fields is not None:
+            missing = sorted(fields - set(self._stored_fields()))
+            if missing:
+                raise FormatError(f"{self.path}: no field(s) {missing} in this track; it holds {self.stored_fields}")
+        return fields
+
+    def _chunk(self, i, fields=None):
+        ci, cf, arrays = self._cache
+        if ci != i or not (cf is None or (fields is not None and fields <= cf)):
+            arrays = self._decode_chunk(i, fields)
             arrays["frame_index"] = self.frame_index[self._starts[i] : self._starts[i + 1]]
-            self._cache = (i, arrays)
-        return self._cache[1]
+            self._cache = (i, fields, arrays)
+        if fields is not None and cf != fields:
+            arrays = {k: v for k, v in arrays.items() if k in fields or k == "frame_index"}
+        return arrays
 
     def _row(self, arrays, j):
         out = {k: ({ck: cv[j] for ck, cv in v.items()} if k == "camera" else v[j]) for k, v in arrays.items()}
@@ -122,42 +183,143 @@ class TrackReader:
         return out
 
     def __getitem__(self, key):
+        return self.read(key)
+
+    def read(self, key, fields=None):
+        """Rows by position.
+
+        Parameters
+        ----------
+        key : int, slice or array of int
+            An int gives one frame dict; a slice or an index array a dict of stacked
+            ``(n, ...)`` arrays (camera: dict of arrays).
+        fields : str or collection of str, optional
+            Fields to decode and return (``frame_index`` always comes along); None:
+            the reader's default :attr:`fields`.
+        """
+        fields = self._select(fields)
         if isinstance(key, slice):
-            return self._rows(range(*key.indices(len(self))))
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                return self._range(start, max(start, stop), fields)
+            return self._rows(range(start, stop, step), fields)
+        if not isinstance(key, (int, np.integer)) and np.ndim(key) == 1:
+            rows = np.asarray(key, np.int64)
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+                raise IndexError(f"row out of range for a track of {len(self)} rows")
+            return self._rows(rows, fields)
         try:
             k = int(np.asarray(key).item()) if not isinstance(key, int) else key
         except (TypeError, ValueError):
-            raise TypeError(f"track rows are indexed by int or slice, not {type(key).__name__}") from None
+            raise TypeError(f"track rows are indexed by int, slice or index array, not {type(key).__name__}") from None
         if k < 0:
             k += len(self)
         if not 0 <= k < len(self):
             raise IndexError(f"row {key} out of range for a track of {len(self)} rows")
         i = int(np.searchsorted(self._starts, k, side="right") - 1)
-        return self._row(self._chunk(i), k - int(self._starts[i]))
+        return self._row(self._chunk(i, fields), k - int(self._starts[i]))
 
-    def _rows(self, rows):
+    def _empty(self, fields):
+        if len(self._starts) < 2:
+            return {"frame_index": np.zeros(0, np.int64)}
+        return slice_block(self._chunk(0, fields), 0, 0)
+
+    def _range(self, start, stop, fields):
+        """Rows ``start:stop`` (step 1), decoding only the chunks they overlap."""
+        if stop <= start:
+            return self._empty(fields)
+        first = int(np.searchsorted(self._starts, start, side="right") - 1)
+        last = int(np.searchsorted(self._starts, stop - 1, side="right") - 1)
+        parts = []
+        for i in range(first, last + 1):
+            lo, hi = int(self._starts[i]), int(self._starts[i + 1])
+            parts.append(slice_block(self._chunk(i, fields), max(start, lo) - lo, min(stop, hi) - lo))
+        return copy_block(parts[0]) if len(parts) == 1 else concat_blocks(parts)  # never views of the cache
+
+    def _rows(self, rows, fields=None):
         rows = np.asarray(rows, np.int64)
         parts = []
         if len(rows):
             chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
             for i in np.unique(chunk_of):
                 sel = rows[chunk_of == i] - self._starts[i]
-                parts.append(slice_block(self._chunk(int(i)), sel))
+                parts.append(slice_block(self._chunk(int(i), fields), sel))
         if not parts:
-            if len(self._starts) < 2:
-                return {"frame_index": np.zeros(0, np.int64)}
-            return slice_block(self._chunk(0), np.zeros(0, np.int64))
+            return self._empty(fields)
         return concat_blocks(parts)
 
     def __iter__(self):
+        return self.iter_rows()
+
+    def iter_rows(self, fields=None):
+        """Frame dicts, one per row, decoding a chunk at a time.
+
+        Parameters
+        ----------
+        fields : str or collection of str, optional
+            As in :meth:`read`.
+        """
+        fields = self._select(fields)
         for i in range(len(self._starts) - 1):
-            arrays = self._chunk(i)
+            arrays = self._chunk(i, fields)
             for j in range(int(self._starts[i + 1] - self._starts[i])):
                 yield self._row(arrays, j)
 
-    def to_arrays(self):
-        """All rows as a dict of stacked arrays (camera: dict of stacked arrays)."""
-        return self._rows(range(len(self)))
+    def to_arrays(self, fields=None):
+        """All rows as a dict of stacked ``(n, ...)`` arrays (camera: dict of stacked
+        arrays), ``frame_index (n,)`` included; ``fields`` as in :meth:`read`."""
+        return self.read(slice(None), fields)
+
+    def find_frames(self, video_frames):
+        """Rows holding the given video frames.
+
+        Parameters
+        ----------
+        video_frames : int or array_like of int, shape (k,)
+            Video frame numbers (any order, repeats allowed).
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape (k,) (or a 0-d array for an int)
+            The row of each frame, -1 where the person was not tracked in that frame.
+        """
+        frames = np.asarray(video_frames, np.int64)
+        fi = self.frame_index
+        pos = np.searchsorted(fi, frames)
+        found = pos < len(fi)
+        found[found] = fi[pos[found]] == frames[found]
+        return np.where(found, pos, -1).astype(np.int64)
+
+    def read_frames(self, video_frames, fields=None):
+        """The rows of the given video frames, stacked in the order asked.
+
+        Parameters
+        ----------
+        video_frames : array_like of int, shape (k,)
+        fields : str or collection of str, optional
+            As in :meth:`read`.
+
+        Returns
+        -------
+        dict
+            ``(k, ...)`` arrays, ``frame_index (k,)`` equal to ``video_frames``.
+
+        Raises
+        ------
+        KeyError
+            Some frames are not in the track (the message names up to 5); use
+            :meth:`find_frames` to tell which ones are.
+        """
+        rows = np.atleast_1d(self.find_frames(video_frames))
+        if (rows < 0).any():
+            missing = np.atleast_1d(np.asarray(video_frames))[rows < 0]
+            raise KeyError(f"{self.path}: {len(missing)} frame(s) not in the track, e.g. {missing[:5].tolist()}")
+        fields = self._select(fields)
+        if len(rows) and (np.diff(rows) == 1).all():  # the common case: a window
+            return self._range(int(rows[0]), int(rows[-1]) + 1, fields)
+        order = np.argsort(rows, kind="stable")
+        block = self._rows(rows[order], fields)
+        return slice_block(block, np.argsort(order, kind="stable"))
 
     def export_arrays(self):
         """All rows flattened for ``numpy.savez`` (see :func:`flat_arrays`): the
@@ -186,7 +348,7 @@ class TrackReader:
         return out
 
     def close(self):
-        self._cache = (None, None)
+        self._cache = (None, None, None)
         self._close()
 
     def __enter__(self):

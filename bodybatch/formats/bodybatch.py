@@ -45,6 +45,11 @@ _TRAILER = struct.Struct("<QII8s")
 MAX_HEADER_BYTES = 64 << 20
 MAX_INDEX_BYTES = 256 << 20
 MAX_FRAMES = 10**8
+#: Decoded point-group layouts by their packed header entry, most recent last: a
+#: reader's structures are rebuilt only for a structure not seen lately (tracks of
+#: one video share one).
+_LAYOUTS = {}
+_MAX_LAYOUTS = 8
 
 
 class TrackFileWriter:
@@ -171,8 +176,8 @@ class BodybatchTrackReader(TrackReader):
 
     format_name = "bodybatch"
 
-    def __init__(self, path, decode_camera=False):
-        super().__init__(path, decode_camera)
+    def __init__(self, path, decode_camera=False, fields=None):
+        super().__init__(path, decode_camera, fields)
         self._f = open(self.path, "rb")
         try:
             self._open()
@@ -260,7 +265,12 @@ class BodybatchTrackReader(TrackReader):
             self._codec = BodybatchCodec.from_config(config)
         except TrackError as exc:
             raise FormatError(f"{where}{exc}") from None
-        self._layout = self._codec.layout_from_header(self.header.get("layout") or {}, where)
+        from bodybatch.codec.bodybatch_codec import POINT_GROUPS
+
+        layout = self.header.get("layout") or {}
+        if not isinstance(layout, dict) or not set(layout) <= set(POINT_GROUPS):
+            self._fail(f"malformed point layout (groups {sorted(map(str, layout)) if isinstance(layout, dict) else '?'})")
+        self._layout_header, self._layout = layout, {}  # point groups decoded on first use (see _group_layout)
         self.metadata = self.header.get("metadata")
         self.frame_index  # noqa: B018  (decoded and checked now)
 
@@ -283,12 +293,47 @@ class BodybatchTrackReader(TrackReader):
             self._fail(f"chunk {i} checksum mismatch (corrupt file)")
         return _msgpack.unpackb(payload, where=f"{self.path}: chunk {i}")
 
-    def _decode_chunk(self, i):
+    def _group_layout(self, fields):
+        """The layout of the point groups ``fields`` needs (None: all), each decoded
+        once per reader, and shared through :data:`_LAYOUTS` by the readers of files
+        with the same structure (a video's tracks share theirs)."""
+        from bodybatch.codec.bodybatch_codec import POINT_GROUPS
+
+        out = {}
+        for group, entry in self._layout_header.items():
+            if fields is not None and not set(POINT_GROUPS[group]) & fields:
+                continue
+            if group not in self._layout:
+                try:
+                    key = _msgpack.packb(entry)
+                except Exception:  # noqa: BLE001  (layout_from_header names what is wrong)
+                    key = None
+                layout = _LAYOUTS.pop(key, None) if key is not None else None
+                if layout is not None:
+                    _LAYOUTS[key] = layout  # most recent last
+                else:
+                    layout = self._codec.layout_from_header({group: entry}, f"{self.path}: ")[group]
+                    if key is not None:
+                        _LAYOUTS[key] = layout
+                        while len(_LAYOUTS) > _MAX_LAYOUTS:
+                            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+                self._layout[group] = layout
+            out[group] = self._layout[group]
+        return out
+
+    def _decode_chunk(self, i, fields=None):
         n_rows = int(self._starts[i + 1] - self._starts[i])
-        return self._codec.decode_chunk(self._read_chunk(i), self._layout, n_rows, f"{self.path}: chunk {i}: ")
+        return self._codec.decode_chunk(self._read_chunk(i), self._group_layout(fields), n_rows,
+                                        f"{self.path}: chunk {i}: ", fields=fields)  # fmt: skip
+
+    def _stored_fields(self):
+        fields = self._index.get("fields")
+        if not isinstance(fields, (list, tuple)):
+            self._fail("malformed index (fields)")
+        return {str(f) for f in fields} - {"frame_index"}
 
     def _summary(self):
-        points = {g: {k: v[k] for k in ("n_points", "n_dims", "n_parents")} for g, v in (self.header.get("layout") or {}).items()}
+        points = {g: {k: v[k] for k in ("n_points", "n_dims", "n_parents")} for g, v in self._layout_header.items()}
         return {"version": f"{self.version[0]}.{self.version[1]}", "created_by": self.header.get("created_by"),
                 "points": points}  # fmt: skip
 

@@ -116,10 +116,10 @@ class CompatTrackReader(TrackReader):
 
     format_name = "bodycompress"
 
-    def __init__(self, path, decode_camera=False):
+    def __init__(self, path, decode_camera=False, fields=None):
         from bodybatch.formats.bodycompress.predictions import read_predictions
 
-        super().__init__(path, decode_camera)
+        super().__init__(path, decode_camera, fields)
         self._reader = read_predictions(path)
         if self._reader.kind != "track":
             raise FormatError(
@@ -160,8 +160,12 @@ class CompatTrackReader(TrackReader):
     def _frame_index(self):
         return self._load()["frame_index"]
 
-    def _decode_chunk(self, i):
-        return {k: v for k, v in self._load().items() if k != "frame_index"}
+    def _decode_chunk(self, i, fields=None):
+        # one compressed stream: every field is decoded (once), ``fields`` only selects
+        return {k: v for k, v in self._load().items() if k != "frame_index" and (fields is None or k in fields)}
+
+    def _stored_fields(self):
+        return set(self._load()) - {"frame_index"}
 
     def _summary(self):
         h = self._reader.header

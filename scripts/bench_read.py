@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Read benchmark: getting data back out of a converted dataset (track files, the
+Dataset class) vs out of the per-video bodycompress files it was converted from, side
+by side in one process (two worker processes for the windows).
+
+    python scripts/bench_read.py [--data-dir DIR] [--repeats 5] [--windows 400] [--chunk-size 64]
+
+Data (generated once into ``--data-dir`` with ../shared/bench/synth.py, zstd): 20
+videos of 100-200 frames with 1-2 people, and one 1,500-frame single-person video;
+both converted with ``bodybatch run`` (bodybatch codec, default settings but
+``--chunk-size``: reading a row decodes its whole chunk).
+
+Prints, fastest of ``--repeats``:
+
+1. one frame from the middle of a track, file opened each time: bodybatch (one
+   chunk) vs bodycompress zstd (decodes from the start), for the long track and a
+   ~100-frame one;
+2. joints-only decode of the long track vs its full decode (bodybatch; target >= 20x);
+3. random windows of 16 frames over the 20-video dataset through ``bodybatch.Dataset``
+   in 2 worker processes (windows/s; all fields and joints only) vs extracting the
+   same frame ranges from the per-video bodycompress files in 2 worker processes;
+4. for information: full decode, person-frames/s, bodybatch vs bodycompress zstd (the
+   20 videos) and xz (../shared/corpus nlf_xz_*, with their bodybatch conversion).
+"""
+
+import argparse
+import glob
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+sys.path.insert(0, str(HERE.parent))
+
+
+def best(fn, repeats):
+    """Fastest wall time of ``repeats`` calls (s), and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def synth(out_dir, *args):
+    if not glob.glob(str(out_dir / "*.xz")):
+        subprocess.run([sys.executable, str(SHARED / "bench" / "synth.py"), str(out_dir), *args,
+                        "--compression", "zstd"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return sorted(glob.glob(str(out_dir / "*.xz")))
+
+
+def convert(inputs_root, out_root, pattern="*.xz", chunk_size=64):
+    from bodybatch.cli import main
+
+    out_root = out_root.with_name(out_root.name + ("" if chunk_size == 64 else f"_c{chunk_size}"))
+    if (out_root / "manifest.jsonl").exists():
+        return out_root
+    config = out_root.parent / f"{out_root.name}.yaml"
+    config.write_text(f"input:\n  root: {inputs_root}\n  pattern: '{pattern}'\noutput:\n  root: {out_root}\n"
+                      f"codec:\n  chunk_size: {chunk_size}\npool:\n  n_jobs: 2\n  progress: false\n")  # fmt: skip
+    assert main(["run", str(config), "-q", "--no-progress"]) == 0
+    return out_root
+
+
+def bc_frame(path, k):
+    import bodycompress
+
+    for i, frame in enumerate(bodycompress.BodyDecompressor(str(path))):
+        if i == k:
+            return frame
+
+
+def bb_frame(path, k):
+    import bodybatch
+
+    with bodybatch.open_track(path) as reader:
+        return reader[k]
+
+
+# -- worker functions (module level: picklable) -------------------------------------------
+_DS = None
+
+
+def _init(ds):
+    global _DS
+    _DS = ds
+
+
+def _bb_windows(indices):
+    return sum(len(_DS[int(i)]["frame_index"]) for i in indices)
+
+
+def _bc_windows(jobs):
+    """(video file, first frame, last frame) -> the detections of those frames."""
+    import bodycompress
+
+    n = 0
+    for path, first, last in jobs:
+        for t, frame in enumerate(bodycompress.BodyDecompressor(path)):
+            if t >= first:
+                n += 1
+            if t >= last:
+                break
+    return n
+
+
+def windows_per_s(pool, fn, tasks, repeats):
+    pool.map(fn, tasks[:2])  # warm the workers
+    seconds, _ = best(lambda: pool.map(fn, tasks, chunksize=1), repeats)
+    return seconds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "bodybatch_bench_read")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--windows", type=int, default=400)
+    ap.add_argument("--chunk-size", type=int, default=64, help="codec.chunk_size of the conversion (default 64)")
+    args = ap.parse_args()
+    import bodycompress
+
+    import bodybatch
+
+    data = args.data_dir
+    videos = synth(data / "synth20", "--videos", "20", "--frames", "100", "200", "--people", "1", "2", "--seed", "14")
+    synth(data / "long", "--videos", "1", "--frames", "1500", "1500", "--people", "1", "1", "--seed", "15",
+          "--prefix", "long")  # fmt: skip
+    c = args.chunk_size
+    ds_root = convert(data / "synth20", data / "tracks20", chunk_size=c)
+    long_root = convert(data / "long", data / "tracks_long", chunk_size=c)
+    corpus_root = convert(SHARED / "corpus", data / "tracks_corpus", "nlf_xz_*.xz", chunk_size=c)
+    r = args.repeats
+    size = sum(p.stat().st_size for p in ds_root.rglob("track_*.xz"))
+    print(f"bodybatch {bodybatch.__version__}, bodycompress 0.3.0; fastest of {r}; data in {data}; "
+          f"codec.chunk_size {c} (20-video tracks: {size / 2**20:.1f} MiB)\n")
+
+    # 1. one frame from the middle of a track
+    print("1. one frame from the middle, file opened each time")
+    long_track = min(long_root.rglob("track_*.xz"))
+    short_video = min((v for v in videos), key=lambda v: len(bodybatch.read_predictions(v)))
+    ds_all = bodybatch.Dataset(ds_root)
+    short = [t for t in range(len(ds_all.tracks)) if ds_all.tracks[t]["video"] == Path(short_video).name]
+    short_t = max(short, key=lambda t: ds_all.tracks[t]["n_frames"])
+    cases = [("long track", long_track, glob.glob(str(data / "long" / "*.xz"))[0]),
+             (f"{ds_all.tracks[short_t]['n_frames']}-frame track", ds_all.path(short_t), short_video)]  # fmt: skip
+    for name, track, video in cases:
+        with bodybatch.open_track(track) as reader:
+            k = len(reader) // 2
+            frame = int(reader.frame_index[k])
+        t_bb, _ = best(lambda track=track, k=k: bb_frame(track, k), r)
+        t_bc, _ = best(lambda video=video, frame=frame: bc_frame(video, frame), r)
+        print(f"   {name:18s} (row {k}, video frame {frame}): bodybatch {t_bb * 1e3:7.1f} ms   "
+              f"bodycompress zstd {t_bc * 1e3:8.1f} ms   {t_bc / t_bb:6.1f}x")
+
+    # 2. joints only vs full decode
+    with bodybatch.open_track(long_track) as reader:
+        n = len(reader)
+        t_full, _ = best(lambda: reader.to_arrays(), max(1, r // 2))
+        t_joints, _ = best(lambda: reader.to_arrays(fields="joints"), r)
+    print(f"\n2. whole {n}-row track: full decode {t_full:.3f} s ({n / t_full:,.0f} person-frames/s), "
+          f"joints only {t_joints * 1e3:.1f} ms ({n / t_joints:,.0f} person-frames/s): {t_full / t_joints:.0f}x faster")
+
+    # 3. random windows of 16 frames, 2 worker processes
+    print(f"\n3. {args.windows} random windows of 16 frames over {len(videos)} videos, 2 worker processes")
+    rng = np.random.default_rng(0)
+    for fields in (None, "joints"):
+        ds = bodybatch.Dataset(ds_root, fields=fields, window=16, stride=1, gaps="exclude")
+        pick = rng.choice(len(ds), size=min(args.windows, len(ds)), replace=False)
+        jobs = []
+        for i in pick:
+            t, s = int(ds._track[i]), int(ds._start[i])
+            fi = ds.reader(t).frame_index
+            jobs.append((str(data / "synth20" / ds.tracks[t]["video"]), int(fi[s]), int(fi[s + 15])))
+        ds.close()
+        tasks_bb = [pick[a : a + 8] for a in range(0, len(pick), 8)]
+        tasks_bc = [jobs[a : a + 8] for a in range(0, len(jobs), 8)]
+        with multiprocessing.get_context("spawn").Pool(2, _init, (ds,)) as pool:
+            t_bb = windows_per_s(pool, _bb_windows, tasks_bb, r)
+            t_bc = windows_per_s(pool, _bc_windows, tasks_bc, max(1, r // 2)) if fields is None else t_bc
+        label = "all fields " if fields is None else "joints only"
+        print(f"   Dataset ({label}): {len(pick) / t_bb:8,.0f} windows/s   bodycompress zstd (all fields): "
+              f"{len(pick) / t_bc:6,.1f} windows/s   {t_bc / t_bb:6.1f}x")
+
+    # 4. full decode, person-frames/s
+    print("\n4. full decode, person-frames/s (one process)")
+    for name, root, inputs in (("20 videos, zstd", ds_root, videos),
+                               ("corpus nlf_xz_*, xz", corpus_root, sorted(glob.glob(str(SHARED / "corpus" / "nlf_xz_*.xz"))))):  # fmt: skip
+        tracks = sorted(root.rglob("track_*.xz"))
+
+        def bb(tracks=tracks):
+            n = 0
+            for p in tracks:
+                with bodybatch.open_track(p) as reader:
+                    n += len(reader.to_arrays()["frame_index"])
+            return n
+
+        def bc(inputs=inputs):
+            return sum(len(f["vertices"]) for v in inputs for f in bodycompress.BodyDecompressor(v))
+
+        t_bb, n_bb = best(bb, max(1, r // 2))
+        t_bc, n_bc = best(bc, max(1, r // 2))
+        print(f"   {name:20s} bodybatch {n_bb / t_bb:7,.0f} ({n_bb} tracked)   bodycompress {n_bc / t_bc:7,.0f} "
+              f"({n_bc} detections)   {n_bb / t_bb / (n_bc / t_bc):4.2f}x")
+
+
+if __name__ == "__main__":
+    main()

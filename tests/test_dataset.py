@@ -1,0 +1,254 @@
+"""Reading a converted dataset back: fields=, find_frames/read_frames, Dataset
+(windows, gaps, pickling, worker processes, typed errors) and `bodybatch export`."""
+
+import json
+import multiprocessing
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bodybatch
+from bodybatch.cli import main
+from bodybatch.errors import ConfigError, DatasetError, FormatError
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "preds_np"
+FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes", "camera")
+
+
+def _convert(root, codec):
+    config = root / "config.yaml"
+    config.write_text(f"input:\n  root: {SAMPLE}\noutput:\n  root: {root / 'out'}\ntracks:\n  min_length: 8\n"
+                      f"codec:\n{codec}pool:\n  n_jobs: 1\n  progress: false\n")  # fmt: skip
+    assert main(["run", str(config), "-q", "--no-progress"]) == 0
+    return root / "out"
+
+
+@pytest.fixture(scope="module", params=["bodybatch", "bodycompress"])
+def converted(request, tmp_path_factory):
+    """The committed sample converted with each codec (bodybatch: 8-row chunks, so
+    windows and ranges cross chunk boundaries)."""
+    codec = ("  name: bodybatch\n  chunk_size: 8\n" if request.param == "bodybatch"
+             else "  name: bodycompress\n  compression: zstd\n")  # fmt: skip
+    return _convert(tmp_path_factory.mktemp(request.param), codec)
+
+
+def _equal(a, b):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if isinstance(a[k], dict):
+            _equal(a[k], b[k])
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _tracks(root):
+    return sorted(p for p in root.rglob("track_*.xz"))
+
+
+def test_fields_equal_full_decode(converted):
+    for path in _tracks(converted):
+        with bodybatch.open_track(path) as reader:
+            full = reader.to_arrays()
+            for fields in (["joints"], ["vertices"], ["joint_uncertainties", "boxes"], ["camera"], FIELDS):
+                part = reader.to_arrays(fields=fields)
+                assert sorted(part) == sorted(set(fields) | {"frame_index"})
+                _equal(part, {k: full[k] for k in part})
+                _equal(reader.read(slice(3, 11), fields), {k: reader[3:11][k] for k in part})
+                for j, row in enumerate(reader.iter_rows(fields)):
+                    assert sorted(row) == sorted(part)
+                    np.testing.assert_array_equal(row[fields[0]] if fields[0] != "camera" else row["camera"]["intr"],
+                                                  (full[fields[0]] if fields[0] != "camera" else full["camera"]["intr"])[j])  # fmt: skip
+        with bodybatch.open_track(path, fields="joints") as reader:
+            assert sorted(reader[0]) == ["frame_index", "joints"]
+            assert sorted(reader[2:5]) == ["frame_index", "joints"]
+            assert all(sorted(r) == ["frame_index", "joints"] for r in reader)
+
+
+def test_fields_errors(converted):
+    with bodybatch.open_track(_tracks(converted)[0]) as reader, pytest.raises(ConfigError, match="unknown field"):
+        reader.to_arrays(fields=["verts"])
+
+
+def test_joints_only_does_not_decode_vertices(converted, monkeypatch):
+    path = _tracks(converted)[0]
+    with bodybatch.open_track(path) as reader:
+        if reader.format_name != "bodybatch":
+            pytest.skip("bodycompress files are one stream")
+        from bodybatch.codec import bodybatch_codec
+
+        seen = []
+        real = bodybatch_codec._decode_residual_streams
+        monkeypatch.setattr(bodybatch_codec, "_decode_residual_streams",
+                            lambda s, c, shape, *a: seen.append(shape) or real(s, c, shape, *a))  # fmt: skip
+        reader.to_arrays(fields="joints")
+        assert seen and all(shape[0] == 25 for shape in seen)  # 25 joints, never 13,718 vertices
+
+
+def test_range_decodes_only_its_chunks(converted, monkeypatch):
+    path = _tracks(converted)[0]
+    with bodybatch.open_track(path) as reader:
+        if reader.format_name != "bodybatch":
+            pytest.skip("one chunk")
+        decoded = []
+        real = reader._decode_chunk
+        monkeypatch.setattr(reader, "_decode_chunk", lambda i, f=None: decoded.append(i) or real(i, f))
+        reader[9:15]
+        assert decoded == [1]
+        reader.read(slice(7, 17), "joints")
+        assert decoded == [1, 0, 1, 2]
+
+
+def test_find_frames_and_read_frames(converted):
+    for path in _tracks(converted):
+        with bodybatch.open_track(path) as reader:
+            fi = np.asarray(reader.frame_index)
+            frames = np.arange(fi[0] - 3, fi[-1] + 4)
+            rows = reader.find_frames(frames)
+            for frame, row in zip(frames, rows):
+                assert (row == -1) if frame not in fi else fi[row] == frame
+            pick = fi[[4, 1, 4, len(fi) - 1]]
+            got = reader.read_frames(pick, fields=["joints", "camera"])
+            full = reader.to_arrays()
+            np.testing.assert_array_equal(got["frame_index"], pick)
+            np.testing.assert_array_equal(got["joints"], full["joints"][[4, 1, 4, len(fi) - 1]])
+            with pytest.raises(KeyError, match="not in the track"):
+                reader.read_frames([fi[0], fi[-1] + 1])
+
+
+def _windows_match(ds):
+    n = 0
+    for i in range(len(ds)):
+        s = ds[i]
+        with bodybatch.open_track(ds.path(int(ds._track[i]))) as reader:
+            full = reader.to_arrays(fields=ds.fields)
+        w = ds.window or len(full["frame_index"])
+        _equal({k: v for k, v in s.items() if k not in ("video", "track", "start", "contiguous")},
+               {k: (v[s["start"]:s["start"] + w] if not isinstance(v, dict)
+                    else {ck: cv[s["start"]:s["start"] + w] for ck, cv in v.items()}) for k, v in full.items()})  # fmt: skip
+        fi = s["frame_index"]
+        assert s["contiguous"] == (fi[-1] - fi[0] == len(fi) - 1)
+        n += 1
+    return n
+
+
+def test_dataset_windows_equal_to_arrays(converted):
+    whole = bodybatch.Dataset(converted)
+    assert len(whole) == 3 and _windows_match(whole) == 3
+    assert [whole[i]["video"] for i in range(3)] == ["clip_a.xz", "clip_a.xz", "street/clip_b.xz"]
+    ds = bodybatch.Dataset(converted, fields=["joints", "vertices"], window=5, stride=3)
+    lengths = [t["n_frames"] for t in ds.tracks]
+    assert len(ds) == sum((n - 5) // 3 + 1 for n in lengths)
+    assert _windows_match(ds) == len(ds)
+    assert ds[-1]["joints"].shape == (5, 25, 3)
+    assert sorted(ds[0]) == ["contiguous", "frame_index", "joints", "start", "track", "vertices", "video"]
+    # street/clip_b skips a frame: flagged, or excluded
+    flagged = [i for i in range(len(ds)) if not ds[i]["contiguous"]]
+    assert flagged
+    ex = bodybatch.Dataset(converted / "manifest.jsonl", fields="joints", window=5, stride=3, gaps="exclude")
+    assert len(ex) == len(ds) - len(flagged) and all(ex[i]["contiguous"] for i in range(len(ex)))
+    assert len(bodybatch.Dataset(converted, window=5, min_frames=16)) == sum((n - 5) // 5 + 1 for n in lengths if n >= 16)
+
+
+def _sample_joints(args):
+    ds, i = args
+    return ds[i]["joints"]
+
+
+def test_dataset_pickles_and_works_in_a_pool(converted):
+    ds = bodybatch.Dataset(converted, fields="joints", window=4, cache_size=1)
+    ds[0]  # an open reader: must not travel in the pickle
+    clone = pickle.loads(pickle.dumps(ds))
+    assert not clone._readers and len(clone) == len(ds)
+    expected = [ds[i]["joints"] for i in range(len(ds))]
+    for method in ("fork", "spawn"):
+        if method not in multiprocessing.get_all_start_methods():
+            continue
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            got = pool.map(_sample_joints, [(ds, i) for i in range(len(ds))], chunksize=2)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_dataset_typed_errors(converted, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(converted, root)
+    ds = bodybatch.Dataset(root, window=4)
+    paths = [ds.path(t) for t in range(len(ds.tracks))]
+    paths[0].unlink()
+    data = bytearray(paths[1].read_bytes())
+    data[len(data) // 3 : 2 * len(data) // 3] = bytes(len(data) // 3)  # same size, corrupt (bodycompress
+    paths[1].write_bytes(bytes(data))  # files have no checksum: a flipped bit may go unnoticed there)
+    with pytest.raises(DatasetError, match="track_0000.xz: track file missing"):
+        ds[0]
+    with pytest.raises(FormatError, match=str(paths[1].name)):
+        for i in range(len(ds)):
+            if ds._track[i] == 1:
+                ds[i]
+    with pytest.raises(DatasetError, match="track_0000.xz"):
+        bodybatch.Dataset(root, verify=True)
+    paths[0].write_bytes(b"x" * ds.tracks[0]["bytes"])  # right size, wrong content
+    bodybatch.Dataset(root, verify=True)
+    with pytest.raises(DatasetError, match="sha256"):
+        bodybatch.Dataset(root, verify="sha256")
+    with pytest.raises(DatasetError, match="no such manifest"):
+        bodybatch.Dataset(tmp_path / "nothing")
+
+
+def test_export_round_trips(converted, tmp_path):
+    out = tmp_path / "npz"
+    assert main(["export", str(converted), str(out), "-q", "--no-progress"]) == 0
+    ds = bodybatch.Dataset(converted)
+    for t in range(len(ds.tracks)):
+        with bodybatch.open_track(ds.path(t)) as reader:
+            full = reader.to_arrays()
+            meta = reader.metadata
+        rel = Path(ds.tracks[t]["path"]).with_suffix(".npz")
+        with np.load(out / rel) as npz:
+            assert json.loads(str(npz["metadata"])) == json.loads(json.dumps(meta))
+            assert json.loads(str(npz["manifest"]))["path"] == ds.tracks[t]["path"]
+            for k, v in full.items():
+                if k == "camera":
+                    for ck, cv in v.items():
+                        np.testing.assert_array_equal(npz[f"camera_{ck}"], cv)
+                else:
+                    np.testing.assert_array_equal(npz[k], v)
+    frames = tmp_path / "frames"
+    assert main(["export", str(converted), str(frames), "--format", "frames", "--fields", "joints", "vertices",
+                 "--only", "street/*", "-q"]) == 0  # fmt: skip
+    (track,) = [t for t in range(len(ds.tracks)) if ds.tracks[t]["video"].startswith("street/")]
+    folder = frames / "street" / "clip_b" / "track_0000"
+    assert sorted(p.name for p in folder.iterdir()) == ["joints", "track.json", "vertices"]
+    assert not (frames / "clip_a").exists()
+    with bodybatch.open_track(ds.path(track)) as reader:
+        full = reader.to_arrays()
+    doc = json.loads((folder / "track.json").read_text())
+    np.testing.assert_array_equal(doc["frame_index"], full["frame_index"])
+    for j, frame in enumerate(full["frame_index"]):
+        np.testing.assert_array_equal(np.load(folder / "joints" / f"{frame:06d}.npy"), full["joints"][j])
+        np.testing.assert_array_equal(np.load(folder / "vertices" / f"{frame:06d}.npy"), full["vertices"][j])
+        for k, v in full["camera"].items():
+            np.testing.assert_array_equal(np.asarray(doc["camera"][j][k], v.dtype), v[j])
+    assert not list(frames.rglob("*.tmp"))
+    # one track file, and the single-file export of old
+    assert main(["export", str(ds.path(track)), str(tmp_path / "one.npz"), "--fields", "boxes", "-q"]) == 0
+    with np.load(tmp_path / "one.npz") as npz:
+        assert sorted(npz.files) == ["boxes", "frame_index", "metadata"]
+        np.testing.assert_array_equal(npz["boxes"], full["boxes"])
+    assert main(["export", str(SAMPLE / "clip_a.xz"), str(tmp_path / "p.npz"), "--format", "frames", "-q"]) == 2
+
+
+def test_dataset_opens_no_file_at_construction(converted, monkeypatch):
+    import bodybatch.formats
+
+    opened = []
+    real = bodybatch.formats.open_track
+    monkeypatch.setattr(bodybatch.formats, "open_track", lambda p, **kw: opened.append(Path(p).name) or real(p, **kw))
+    ds = bodybatch.Dataset(converted, window=4, stride=2)
+    assert opened == [] and len(ds) > 0
+    bodybatch.Dataset(converted, window=4, gaps="exclude")
+    assert len(opened) == 1  # only street/clip_b, whose manifest row shows a gap
+    ds[0]
+    assert len(opened) == 2
