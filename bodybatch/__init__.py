@@ -7,14 +7,16 @@ no side effects:
   written by ``bodycompress`` (0.2.1 and 0.3.x, xz or zstd).
 - :func:`write_track` encodes one person track into one file; :class:`TrackWriter`
   does the same frame by frame.
+- :class:`VideoWriter` splits a whole video's detections into person tracks while
+  they are captured (a drop-in for ``bodycompress.BodyCompressor``).
 - :func:`open_track` reads a track file back (random access by row).
 """
 
 from bodybatch import errors as _errors
 from bodybatch._version import __version__
-from bodybatch.errors import BodybatchError, ConfigError, DependencyError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
+from bodybatch.errors import BodybatchError, ConfigError, DependencyError, FormatError, LockError, OutputError, PlanError, TrackError, WriterError  # noqa: F401
 
-__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader",
+__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader", "VideoWriter",
            *_errors.__all__]  # fmt: skip
 
 _LAZY = {
@@ -23,6 +25,7 @@ _LAZY = {
     "TrackWriter": "bodybatch.track_writer",
     "open_track": "bodybatch.formats",
     "TrackReader": "bodybatch.formats._reader",
+    "VideoWriter": "bodybatch.live",
 }
 
 
