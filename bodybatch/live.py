@@ -313,9 +313,9 @@ class VideoWriter:
     def _append_manifest(self):
         import os
 
+        from bodybatch._version import __version__
         from bodybatch.manifest import Journal, ManifestRow
         from bodybatch.manifest.row import _now
-        from bodybatch._version import __version__
 
         root = Path(self.manifest).parent.resolve()
         tracking = {"mode": self.mode, "kept": len(self.tracks), "dropped_short": len(self._router.dropped)}

@@ -135,7 +135,7 @@ def recover_track(path):
         pre = f.read(fmt._PREAMBLE.size)
         if len(pre) < fmt._PREAMBLE.size:
             raise FormatError(f"{where}: truncated before the end of the header (nothing to recover)")
-        magic, major, minor, header_len, header_crc = fmt._PREAMBLE.unpack(pre)
+        magic, major, _minor, header_len, header_crc = fmt._PREAMBLE.unpack(pre)
         if magic != fmt.MAGIC or major != fmt.VERSION[0]:
             raise FormatError(f"{where}: not a bodybatch track {fmt.VERSION[0]}.x")
         header = f.read(min(header_len, fmt.MAX_HEADER_BYTES))
@@ -186,5 +186,5 @@ def recover_track(path):
     except FileNotFoundError:
         pass
     new_size = end + len(body) + fmt._TRAILER.size
-    return {"path": str(target), "n_frames": int(len(frame_index)), "chunks": len(chunks),
+    return {"path": str(target), "n_frames": len(frame_index), "chunks": len(chunks),
             "bytes": new_size, "dropped_bytes": int(size - end)}  # fmt: skip
