@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bodybatch._rows import DETECTION_FIELDS
-from bodybatch.errors import TrackError, WriterError
+from bodybatch.errors import OutputError, TrackError, WriterError
+from bodybatch.formats._journal import PARTIAL_SUFFIX
 
 __all__ = ["VideoWriter", "TrackRouter", "TRACK_NAME"]
 
@@ -147,7 +148,14 @@ class VideoWriter:
     tracks : dict
         After :meth:`close`: track key -> :class:`~bodybatch.TrackInfo`.
     errors : list of WriterError
-        Every error of the worker so far.
+        Every error of the worker so far. ``frame`` is where it surfaced: for a bad
+        value found when its chunk is encoded, the last frame of that chunk.
+
+    Raises
+    ------
+    OutputError
+        ``output_dir`` holds partial files of an earlier crash (recover them first:
+        a new writer would overwrite them).
     """
 
     def __init__(self, output_dir, metadata=None, *, tracks=None, manifest=None, video=None, max_queue=32,
@@ -162,6 +170,13 @@ class VideoWriter:
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.codec = codec if isinstance(codec, Codec) and not codec_options else get_codec(codec, **codec_options)
+        if recoverable and self.codec.file_format != "bodybatch":
+            raise TrackError(f"recoverable live files need the bodybatch codec, not {self.codec.file_format} "
+                             "(or pass recoverable=False)")  # fmt: skip
+        stale = sorted(self.output_dir.glob("*" + PARTIAL_SUFFIX))
+        if stale:
+            raise OutputError(f"{self.output_dir}: {len(stale)} unrecovered partial track file(s) of an earlier "
+                              f"crash (e.g. {stale[0].name}); run 'bodybatch recover {self.output_dir}' first")  # fmt: skip
         self.metadata, self.manifest = metadata, manifest
         self.video = video if video is not None else self.output_dir.name
         options = {"mode": "associate", "min_length": 10, **(tracks or {})}

@@ -245,3 +245,18 @@ def test_a_failing_track_leaves_the_others(tmp_path):
     w.close()
     assert list(w.tracks) == [0] and w.tracks[0].n_frames == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["track_0000.xz"]
+
+
+def test_stale_partials_are_not_overwritten_and_manifest_rows(tmp_path):
+    from bodybatch.errors import OutputError
+    from bodybatch.manifest import read_manifest
+
+    _killed_track(tmp_path)
+    with pytest.raises(OutputError, match="bodybatch recover"):
+        bodybatch.VideoWriter(tmp_path)
+    recover_track(tmp_path / "t.xz")
+    tracks = write_live(tmp_path / "cam0", frames(12), manifest=tmp_path / "manifest.jsonl")
+    rows = list(read_manifest(tmp_path / "manifest.jsonl"))
+    assert [(r.video, r.track, r.path, r["sha256"]) for r in rows] == [
+        ("cam0", k, f"cam0/track_000{k}.xz", tracks[k].sha256) for k in (0, 1)
+    ]
