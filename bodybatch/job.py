@@ -203,7 +203,7 @@ def _write_tracks(job, reader, staging):
     from bodybatch.live import VideoWriter
 
     writer = VideoWriter(staging, job.metadata, tracks=job.settings.tracks, video=job.video,
-                         codec=job.settings.codec, recoverable=False)  # fmt: skip
+                         codec=job.settings.codec, recoverable=False, max_queue=4)  # fmt: skip
     try:
         job.truncated = _feed(reader, writer.append, job.settings.on_truncated)
         done = writer.close()
