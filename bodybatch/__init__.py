@@ -7,6 +7,8 @@ no side effects:
   written by ``bodycompress`` (0.2.1 and 0.3.x, xz or zstd).
 - :func:`write_track` encodes one person track into one file; :class:`TrackWriter`
   does the same frame by frame.
+- :class:`VideoWriter` splits a whole video's detections into person tracks while
+  they are captured (a drop-in for ``bodycompress.BodyCompressor``).
 - :func:`open_track` reads a track file back (random access by row).
 - :class:`Dataset` reads a converted dataset back from its manifest (whole tracks or
   windows; picklable, for DataLoader workers and process pools).
@@ -14,9 +16,13 @@ no side effects:
 
 from bodybatch import errors as _errors
 from bodybatch._version import __version__
-from bodybatch.errors import BodybatchError, ConfigError, DatasetError, DependencyError, FormatError, LockError, OutputError, PlanError, TrackError  # noqa: F401
+from bodybatch.errors import (  # noqa: F401
+    BodybatchError, ConfigError, DatasetError, DependencyError, FormatError, LockError, OutputError, PlanError,
+    TrackError, WriterError,
+)  # fmt: skip
 
-__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader", "Dataset",
+__all__ = ["__version__", "read_predictions", "write_track", "open_track", "TrackWriter", "TrackReader", "VideoWriter",
+           "Dataset",
            *_errors.__all__]  # fmt: skip
 
 _LAZY = {
@@ -26,6 +32,7 @@ _LAZY = {
     "open_track": "bodybatch.formats",
     "TrackReader": "bodybatch.formats._reader",
     "Dataset": "bodybatch.dataset",
+    "VideoWriter": "bodybatch.live",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``bodybatch`` command: plan, run, audit, inspect, export, sweep.
+"""The ``bodybatch`` command: plan, run, audit, inspect, export, sweep, recover.
 
 Exit codes: 0 success; 1 some jobs failed / audit found problems; 2 usage or
 configuration errors; 3 unreadable or invalid files; 4 output errors (disk full,
@@ -97,6 +97,29 @@ def cmd_inspect(args):
         info["metadata"] = reader.metadata
     _print(json.dumps(to_jsonable(info), indent=2, sort_keys=True))
     return 0
+
+
+def cmd_recover(args):
+    from bodybatch.errors import FormatError
+    from bodybatch.formats._journal import find_partials, recover_track
+
+    failed = 0
+    for given in args.paths:
+        partials = find_partials(given)
+        if not partials:
+            _print(f"{given}: no partial track files")
+        for path in partials:
+            try:
+                r = recover_track(path)
+            except FormatError as exc:
+                if len(partials) == 1 and len(args.paths) == 1:
+                    raise
+                logging.getLogger("bodybatch").error(f"bodybatch recover: error: {exc}")
+                failed += 1
+                continue
+            _print(f"recovered {r['path']}: {r['n_frames']} frames in {r['chunks']} complete chunks, "
+                   f"{r['bytes']} bytes ({r['dropped_bytes']} incomplete bytes dropped)")
+    return 3 if failed else 0
 
 
 def cmd_export(args):
@@ -238,6 +261,11 @@ def build_parser():
                                        "people per frame, fields, metadata")
     s.add_argument("file", help="prediction file or track file (.xz)")
     s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("recover", parents=[common], help="publish the complete chunks of track files a killed live "
+                                       "writer left (*.partial + journal), checking every CRC")
+    s.add_argument("paths", nargs="+", help="a track.xz.partial, its final name, or a folder (every *.partial below)")
+    s.set_defaults(func=cmd_recover)
 
     from bodybatch.export import FORMATS as EXPORT_FORMATS
     from bodybatch.formats._reader import FIELDS as TRACK_FIELDS

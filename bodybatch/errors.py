@@ -14,6 +14,7 @@ __all__ = [
     "OutputError",
     "LockError",
     "DependencyError",
+    "WriterError",
 ]
 
 
@@ -47,6 +48,22 @@ class TrackError(BodybatchError, ValueError):
     """Track data given to an encoder is invalid (wrong shape, dtype, NaN, overflow...)."""
 
     exit_code = 3
+
+
+class WriterError(TrackError):
+    """A live :class:`bodybatch.VideoWriter` could not write a frame or a track.
+
+    Attributes
+    ----------
+    track : int or None
+        Key of the failed track (None: the whole frame, e.g. a shape change).
+    frame : int or None
+        Video frame index where it happened.
+    """
+
+    def __init__(self, message, track=None, frame=None):
+        super().__init__(message)
+        self.track, self.frame = track, frame
 
 
 class PlanError(BodybatchError):

@@ -20,12 +20,11 @@ from typing import Optional
 
 from bodybatch._files import file_sha256
 from bodybatch._json import to_jsonable as _to_jsonable
-from bodybatch._rows import DETECTION_FIELDS
 from bodybatch.errors import BodybatchError, OutputError
 
 __all__ = ["Job", "JobSettings", "run_job", "split_tracks", "TRACK_PREFIX"]
 
-#: Track files of a video are ``<output dir>/track_NNNN.xz``.
+#: Track files of a video are ``<output dir>/track_NNNN.xz`` (:data:`bodybatch.live.TRACK_NAME`).
 TRACK_PREFIX = "track_"
 #: A job writes into ``<output dir>/.staging-XXXX.tmp/`` first (removed by the next run
 #: if the job was killed).
@@ -172,7 +171,6 @@ def _convert(job):
     into place only when the whole video succeeded, so a failure leaves the video's
     previous files as they were."""
     from bodybatch.formats.bodycompress import read_predictions
-    from bodybatch.splitting import make_splitter
 
     settings = job.settings
     out_dir = _safe_target(settings.output_root, job.output_dir)
@@ -180,13 +178,10 @@ def _convert(job):
     codec = settings.codec
     reader = read_predictions(job.input_path, allow_pickle=settings.allow_pickle, keep_grid=codec.grid_fields)
     job.metadata = _to_jsonable(reader.metadata) if isinstance(reader.metadata, dict) else {}
-    options = dict(settings.tracks)
-    min_length = options.pop("min_length")
-    splitter = make_splitter(options.pop("mode"), min_length=min_length, **options)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=".tmp", dir=out_dir))
     try:
-        done, dropped = _write_tracks(job, reader, splitter, min_length, staging)
+        done, dropped = _write_tracks(job, reader, staging)
         for info in done.values():  # whole video done: publish its files
             final = out_dir / Path(info.path).name
             os.replace(info.path, final)
@@ -201,23 +196,44 @@ def _convert(job):
     job.tracking = {"mode": settings.tracks["mode"], "kept": len(done), "dropped_short": len(dropped)}
 
 
-def _write_tracks(job, reader, splitter, min_length, staging):
-    """Split the frames of ``reader`` into tracks written to ``staging``; returns
-    ({key: TrackInfo}, [lengths of dropped short tracks])."""
-    from bodybatch.track_writer import TrackWriter
+def _write_tracks(job, reader, staging):
+    """Feed the frames of ``reader`` to a :class:`~bodybatch.VideoWriter` writing into
+    ``staging`` (the live writer's code path); returns ({key: TrackInfo}, [lengths of
+    dropped short tracks])."""
+    from bodybatch.live import VideoWriter
 
-    structures = {}
-
-    def open_writer(key):
-        meta = {"video": job.video, "track": int(key), "source": job.metadata}
-        target = staging / f"{TRACK_PREFIX}{key:04d}.xz"
-        return TrackWriter(target, meta, codec=job.settings.codec, structures=structures)
-
-    done, dropped, job.truncated = split_tracks(reader, splitter, open_writer, min_length, job.settings.on_truncated)
+    writer = VideoWriter(staging, job.metadata, tracks=job.settings.tracks, video=job.video,
+                         codec=job.settings.codec, recoverable=False, max_queue=4)  # fmt: skip
+    try:
+        job.truncated = _feed(reader, writer.append, job.settings.on_truncated)
+        done = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     for info in done.values():
         if info.sha256 is None:
             info.sha256 = file_sha256(info.path)
-    return done, dropped
+    return done, writer.dropped_short
+
+
+def _feed(reader, append, on_truncated, max_frames=None):
+    """Call ``append(**frame)`` for every frame of ``reader``; returns the
+    ``truncated`` facts (or None), see :func:`split_tracks`."""
+    from bodybatch.errors import FormatError
+
+    t, frames = 0, iter(reader)
+    while max_frames is None or t < max_frames:
+        try:
+            frame = next(frames, None)
+        except FormatError as exc:
+            if on_truncated != "keep":
+                raise
+            return {"frames_read": t, "frames_expected": len(reader), "error": str(exc)}
+        if frame is None:
+            break
+        append(**frame)
+        t += 1
+    return None
 
 
 def split_tracks(reader, splitter, open_writer, min_length, on_truncated="fail", max_frames=None):
@@ -249,51 +265,23 @@ def split_tracks(reader, splitter, open_writer, min_length, on_truncated="fail",
     truncated : dict or None
         With ``keep`` on a damaged input: ``frames_read``, ``frames_expected``, ``error``.
     """
-    from bodybatch.errors import FormatError
+    from bodybatch.live import TrackRouter
 
-    writers, done, dropped, truncated = {}, {}, [], None
-
-    def close(key):
-        writer = writers.pop(key)
-        if len(writer) >= min_length:
-            done[key] = writer.close()
-        else:
-            writer.abort()
-            dropped.append(len(writer))
-
+    router = TrackRouter(splitter, open_writer, min_length)
     t = 0
+
+    def append(**frame):
+        nonlocal t
+        router.frame(t, frame)
+        t += 1
+
     try:
-        frames = iter(reader)
-        while max_frames is None or t < max_frames:
-            try:
-                frame = next(frames, None)
-            except FormatError as exc:
-                if on_truncated != "keep":
-                    raise
-                truncated = {"frames_read": t, "frames_expected": len(reader), "error": str(exc)}
-                break
-            if frame is None:
-                break
-            update = splitter.update(t, frame)
-            for key, j in update.assignments:
-                writer = writers.get(key)
-                if writer is None:
-                    writer = writers[key] = open_writer(key)
-                row = {k: frame[k][j] for k in DETECTION_FIELDS if k in frame}
-                if frame.get("camera") is not None:
-                    row["camera"] = frame["camera"]
-                writer.append(row, frame_index=t)
-            for key in update.ended:
-                close(key)
-            t += 1
-        for key in splitter.finish():
-            if key in writers:
-                close(key)
+        truncated = _feed(reader, append, on_truncated, max_frames)
+        router.finish()
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
+        router.abort()
         raise
-    return done, dropped, truncated
+    return router.done, router.dropped, truncated
 
 
 def _remove_stale(out_dir, keep):

@@ -66,6 +66,10 @@ class TrackWriter:
         Cache shared by the writers of one video (the bodybatch codec keeps the
         video's vertex structure there; other codecs ignore it); each output stays
         self-contained.
+    recoverable : bool
+        Write to a visible ``<path>.partial`` with a chunk journal, so that a killed
+        process leaves a file ``bodybatch recover`` publishes up to its last complete
+        chunk (bodybatch codec only; the finished file is the same bytes).
     **codec_options
         e.g. ``quantization_mm=0.5``, ``chunk_size=64``.
 
@@ -76,7 +80,7 @@ class TrackWriter:
     ...         w.append(frame_index=t, vertices=frame["vertices"][0])
     """
 
-    def __init__(self, path, metadata=None, *, codec="bodybatch", structures=None, **codec_options):
+    def __init__(self, path, metadata=None, *, codec="bodybatch", structures=None, recoverable=False, **codec_options):
         self.codec = codec if isinstance(codec, Codec) and not codec_options else get_codec(codec, **codec_options)
         self.path = Path(path)
         if metadata is not None and not isinstance(metadata, dict):
@@ -91,7 +95,7 @@ class TrackWriter:
         self._seconds = 0.0
         self._closed = False
         self.info = None
-        self._file = track_file_writer(self.path, self.codec, metadata, structures)
+        self._file = track_file_writer(self.path, self.codec, metadata, structures, recoverable)
 
     def append(self, frame=None, **fields):
         """Append one row: a frame dict and/or keyword fields with per-row shapes

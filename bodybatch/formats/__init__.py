@@ -12,8 +12,9 @@ codec's output is framed in (:attr:`bodybatch.codec.Codec.file_format`).
 """
 
 import importlib
+import os
 
-from bodybatch.errors import FormatError
+from bodybatch.errors import FormatError, TrackError
 
 __all__ = ["FORMATS", "TRACK_FORMAT_VERSION", "sniff", "open_track", "open_file", "track_file_writer", "format_module"]
 
@@ -54,7 +55,7 @@ def sniff(path):
     raise FormatError(f"{path}: not a bodybatch or bodycompress file (unknown magic {start[:8]!r})")
 
 
-def open_track(path, *, decode_camera=False, fields=None):
+def open_track(path, *, decode_camera=False, fields=None, recover=False):
     """Open a track file of any format (see :class:`bodybatch.TrackReader`).
 
     Parameters
@@ -65,7 +66,17 @@ def open_track(path, *, decode_camera=False, fields=None):
     fields : str or collection of str, optional
         Default field selection of indexing and iteration (see
         :class:`~bodybatch.TrackReader`); None: all fields.
+    recover : bool
+        When ``path`` is a partial file of a live writer (``*.partial``), or names a
+        file that only exists as one, first publish its complete chunks
+        (:func:`bodybatch.formats._journal.recover_track`) and open the result.
     """
+    if recover:
+        from bodybatch.formats._journal import PARTIAL_SUFFIX, recover_track
+
+        name = str(path)
+        if name.endswith(PARTIAL_SUFFIX) or (not os.path.exists(name) and os.path.exists(name + PARTIAL_SUFFIX)):
+            path = recover_track(path)["path"]
     return format_module(sniff(path)).open_track(path, decode_camera=decode_camera, fields=fields)
 
 
@@ -88,6 +99,13 @@ def open_file(path, *, decode_camera=False):
     return opener(path, decode_camera=decode_camera)
 
 
-def track_file_writer(path, codec, metadata, structures=None):
-    """The writer of one track file in the format of ``codec``'s output."""
-    return format_module(codec.file_format).TrackFileWriter(path, codec, metadata, structures)
+def track_file_writer(path, codec, metadata, structures=None, recoverable=False):
+    """The writer of one track file in the format of ``codec``'s output
+    (``recoverable``: a live file, see :mod:`bodybatch.formats._journal`; bodybatch
+    format only)."""
+    cls = format_module(codec.file_format).TrackFileWriter
+    if recoverable:
+        if codec.file_format != "bodybatch":
+            raise TrackError(f"{path}: recoverable live files need the bodybatch codec, not {codec.file_format}")
+        return cls(path, codec, metadata, structures, recoverable=True)
+    return cls(path, codec, metadata, structures)

@@ -29,6 +29,7 @@ from bodybatch._rows import concat_blocks, copy_block, slice_block
 from bodybatch._version import __version__
 from bodybatch.errors import FormatError, OutputError, TrackError
 from bodybatch.formats import TRACK_FORMAT_VERSION
+from bodybatch.formats._journal import PARTIAL_SUFFIX, journal_head, journal_path, journal_record
 from bodybatch.formats._reader import TrackReader
 
 __all__ = ["MAGICS", "VERSION", "TrackFileWriter", "BodybatchTrackReader", "open_track"]
@@ -65,21 +66,35 @@ class TrackFileWriter:
     structures : dict, optional
         Structure cache shared by the writers of one video (see
         :meth:`BodybatchCodec.make_layout`).
+    recoverable : bool
+        Write to ``<path>.partial`` (visible) and keep a journal
+        ``<path>.partial.journal`` of every complete chunk, flushed to the OS chunk by
+        chunk, so that a killed process leaves a file that
+        :func:`bodybatch.formats._recover.recover_track` publishes up to its last
+        complete chunk. The published file is byte-identical either way.
     """
 
-    def __init__(self, path, codec, metadata, structures=None):
+    def __init__(self, path, codec, metadata, structures=None, recoverable=False):
         self.path = Path(path)
         self.codec, self.metadata, self.structures = codec, metadata, structures
-        self.tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        if recoverable:
+            self.tmp_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        else:
+            self.tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._journal = None
         try:
             self._f = open(self.tmp_path, "wb")
+            if recoverable:
+                self._journal = open(journal_path(self.tmp_path), "wb")
         except OSError as exc:
+            self.abort()
             raise OutputError(f"{self.path}: cannot create output ({exc.strerror})") from exc
         self._sha256 = hashlib.sha256()
         self.bytes_written = 0
         self.layout = None
         self.pending, self.pending_rows = [], 0
         self.chunks = []
+        self.frames = np.zeros(0, np.int64) if recoverable else None  # frame indices of pending rows
         self.max_error = 0.0
 
     @property
@@ -113,6 +128,8 @@ class TrackFileWriter:
         own (``extend``'s arrays) that stay queued are copied: the caller may reuse them."""
         self.pending.append(block)
         self.pending_rows += n_rows
+        if self._journal is not None:
+            self.frames = np.concatenate([self.frames, np.asarray(frame_index, np.int64)])
         while self.pending_rows >= self.codec.chunk_size:
             self._flush(self.codec.chunk_size)
         if self.pending and not owned:
@@ -132,8 +149,24 @@ class TrackFileWriter:
         offset = self.bytes_written
         self._write(_CHUNK_HEAD.pack(_CHUNK_TAG, len(payload)))
         self._write(payload)
-        self._write(struct.pack("<I", zlib.crc32(payload)))
+        crc = zlib.crc32(payload)
+        self._write(struct.pack("<I", crc))
         self.chunks.append([offset, int(n_rows)])
+        if self._journal is not None:
+            self._journal_chunk(chunk, offset, n_rows, crc, self.frames[:n_rows])
+            self.frames = self.frames[n_rows:]
+
+    def _journal_chunk(self, chunk, offset, n_rows, crc, frames):
+        """The chunk reaches the OS first, then its journal record (its frame indices)."""
+        try:
+            self._f.flush()
+            if not self.chunks[:-1]:
+                self._journal.write(journal_head(sorted(chunk)))
+            self._journal.write(journal_record(offset, n_rows, crc, frames))
+            self._journal.flush()
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: write failed ({exc.strerror})") from exc
 
     def commit(self, frame_index, schema):
         """Encode the last rows, write index and trailer, fsync, rename into place.
@@ -157,13 +190,24 @@ class TrackFileWriter:
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot finish output ({exc.strerror})") from exc
+        self._drop_journal()
         return self.bytes_written
 
+    def _drop_journal(self):
+        if self._journal is not None:
+            self._journal.close()
+            try:
+                os.unlink(journal_path(self.tmp_path))
+            except FileNotFoundError:
+                pass
+
     def abort(self):
-        """Close and delete the temporary file (idempotent)."""
+        """Close and delete the temporary file and journal (idempotent)."""
         try:
-            if not self._f.closed:
-                self._f.close()
+            f = getattr(self, "_f", None)
+            if f is not None and not f.closed:
+                f.close()
+            self._drop_journal()
         finally:
             try:
                 os.unlink(self.tmp_path)
