@@ -1,0 +1,202 @@
+"""Separable space-time prediction of integer point tracks (codec v2; integer arithmetic).
+
+v1 (:mod:`bodybatch.codec.predict`) predicts a point from its parents' centroid plus
+its own offset averaged over past frames: the recurrence couples space and time, so
+its decoder loops over levels x frames in Python. v2 separates the two steps, so the
+decoder needs one vectorized pass per frame (all points at once) plus one per level
+(all frames at once):
+
+1. **Spatial.** For the point at stored position ``p`` with parents ``p_1..p_m``
+   (coarser levels; ``N`` is the virtual zero point) and ``C[p, t] = sum_j x[p_j, t]``,
+   the spatial residual is ``s[p, t] = x[p, t] - floor((C[p, t] + m//2) / m)``.
+2. **Temporal.** Per chunk, per residual block ``b`` and component group ``g``
+   (coordinates / uncertainty), the encoder fits ``L`` integer weights ``w[b, g, l]``
+   (``F = 12`` fractional bits, ``|w| <= 2**13``) by least squares on ``s`` and stores
+   them. With ``h(t, l) = s[p, max(t - l, 0)]``:
+
+   - ``t = 0``: ``r = s``;
+   - ``t >= 1``: ``r = s - ((sum_l w[b, g, l] * h(t, l) + 2**(F-1)) >> F)``
+
+   (``>>``: arithmetic shift, i.e. floor division by ``2**F``).
+
+Decoding: the temporal recurrence gives ``s`` for all points frame by frame; then the
+levels, coarse to fine, give ``x = s + floor((C + m//2) / m)`` for all frames at once.
+Intermediates are int32 when no overflow is possible from the chunk's bounds, else
+int64: identical results either way.
+"""
+
+import numpy as np
+
+from bodybatch.codec.predict import BLOCK_POINTS, _floor_div, _units
+from bodybatch.codec.structure import level_bounds
+
+__all__ = ["FRACTION_BITS", "MAX_WEIGHT", "work_dtype", "encode_residuals", "decode_residuals", "spatial_bound"]
+
+#: Fractional bits of the temporal weights, and the bound on |weight|.
+FRACTION_BITS = 12
+MAX_WEIGHT = 1 << 13
+#: Points per block used to fit the temporal weights (an even subsample of larger blocks).
+FIT_POINTS = 1024
+
+
+def spatial_bound(max_abs):
+    """Bound on |s| implied by |x| <= max_abs."""
+    return 2 * max_abs + 1
+
+
+def work_dtype(s_abs, n_lags):
+    """int32 when the weighted sum (plus residual) cannot overflow it."""
+    return np.int32 if (n_lags * MAX_WEIGHT + (1 << FRACTION_BITS)) * (s_abs + 1) + (1 << FRACTION_BITS) < 2**31 else np.int64
+
+
+def _spatial_dtype(max_abs, m):
+    """int32 when parent sums and spatial residuals cannot overflow it."""
+    return np.int32 if 4 * (m + 1) * (max_abs + 1) < 2**31 else np.int64
+
+
+def _lag_rows(n_frames, lag):
+    """Row indices ``max(t - lag, 0)`` for t = 1..T-1."""
+    return np.maximum(np.arange(1, n_frames) - lag, 0)
+
+
+def fit_weights(s, blocks, groups, n_lags):
+    """(n_blocks, n_groups, L) int16 least-squares weights of s (frame-major (T, N, D))."""
+    n_frames = s.shape[0]
+    w = np.zeros((len(blocks), len(groups), n_lags), np.int16)
+    if n_frames < 2:
+        return w
+    rows = [_lag_rows(n_frames, lag) for lag in range(1, n_lags + 1)]
+    for bi, (lo, hi) in enumerate(blocks):
+        stride = max(1, (hi - lo) // FIT_POINTS)
+        for gi, (c0, c1) in enumerate(groups):
+            y = s[:, lo:hi:stride, c0:c1].astype(np.float64)
+            target = y[1:].ravel()
+            design = np.stack([y[r].ravel() for r in rows], axis=1)
+            gram = design.T @ design
+            rhs = design.T @ target
+            # A little ridge keeps the fit stable on constant or tiny blocks.
+            gram[np.diag_indices(n_lags)] += 1e-6 * (np.trace(gram) / n_lags + 1.0)
+            try:
+                coef = np.linalg.solve(gram, rhs)
+            except np.linalg.LinAlgError:
+                coef = np.zeros(n_lags)
+            q = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT)
+            w[bi, gi] = q.astype(np.int16)
+    return w
+
+
+def _weight_planes(weights, blocks, groups, n, d, dtype):
+    """(L, N, D) per-value weights from the (blocks, groups, L) table."""
+    planes = np.zeros((weights.shape[2], n, d), dtype)
+    for bi, (lo, hi) in enumerate(blocks):
+        for gi, (c0, c1) in enumerate(groups):
+            planes[:, lo:hi, c0:c1] = weights[bi, gi].astype(dtype)[:, None, None]
+    return planes
+
+
+def _gather(xe, idx):
+    """xe[:, idx] for a frame-major (T, N + 1, D) array, moving D values at once."""
+    return np.take(_units(xe), idx, axis=1).view(xe.dtype).reshape(xe.shape[0], len(idx), xe.shape[2])
+
+
+def _parent_pred(xe, parents):
+    """floor((C + m//2) / m), C the sum of the parents' values: (T, len(parents), D)."""
+    m = parents.shape[1]
+    c = _gather(xe, parents[:, 0])
+    for j in range(1, m):
+        c += _gather(xe, parents[:, j])
+    c += m // 2
+    return _floor_div(c, m, out=c)
+
+
+def encode_residuals(x, structure, blocks, groups, n_lags, max_abs):
+    """Residuals of integer points.
+
+    Parameters
+    ----------
+    x : ndarray of int, shape (T, N, D), original point order, |x| <= max_abs.
+    structure : VertexStructure
+    blocks, groups : lists of (lo, hi) point blocks / (c0, c1) component groups that
+        share temporal weights.
+    n_lags : int
+        L >= 1.
+
+    Returns
+    -------
+    res : ndarray, shape (T, N, D), stored order (frame-major).
+    weights : ndarray of int16, shape (len(blocks), len(groups), L).
+    s_abs : int
+        max |s| of the chunk (the decoder's bound).
+    """
+    n_frames, n, d = x.shape
+    m = structure.n_parents
+    dtype = _spatial_dtype(max_abs, m)
+    xe = np.empty((n_frames, n + 1, d), dtype)
+    xe[:, n] = 0
+    xe[:, :n] = _gather(np.ascontiguousarray(x, dtype), structure.order)
+    s = np.empty((n_frames, n, d), dtype)  # spatial residuals
+    for a in range(0, n, BLOCK_POINTS):
+        b = min(n, a + BLOCK_POINTS)
+        np.subtract(xe[:, a:b], _parent_pred(xe, structure.parents[a:b]), out=s[:, a:b])
+    s_abs = max(int(s.max(initial=0)), -int(s.min(initial=0)))
+    weights = fit_weights(s, blocks, groups, n_lags)
+    wdtype = work_dtype(s_abs, n_lags)
+    s = s.astype(wdtype, copy=False)
+    if n_frames > 1:
+        planes = _weight_planes(weights, blocks, groups, n, d, wdtype)
+        acc = np.full((n_frames - 1, n, d), 1 << (FRACTION_BITS - 1), wdtype)
+        for lag in range(1, n_lags + 1):
+            acc += planes[lag - 1] * s[_lag_rows(n_frames, lag)]
+        acc >>= FRACTION_BITS
+        s[1:] -= acc
+    return s, weights, s_abs
+
+
+def decode_residuals(res, order, parents, blocks, weights, s_abs, max_abs):
+    """Invert :func:`encode_residuals`.
+
+    Parameters
+    ----------
+    res : ndarray of int, shape (T, N, D), frame-major, in stored order or any
+        permutation of it that keeps every block's points inside the block; overwritten.
+    order, parents : the structure's ``order`` and ``parents`` in that permutation
+        (parents as positions of it; N is the zero point).
+    blocks : (lo, hi) blocks of the temporal weights.
+    weights : (len(blocks), n_groups, L) int array (component groups: [0, 3), [3, D)).
+    s_abs : int
+        The encoder's bound on |s| (values beyond it are an error).
+    max_abs : int
+        The encoder's bound on |x| (the caller checks it).
+
+    Returns
+    -------
+    x : ndarray, shape (T, N, D), original order; None when a spatial residual exceeds ``s_abs``.
+    """
+    n_frames, n, d = res.shape
+    m = parents.shape[1]
+    n_lags = weights.shape[2]
+    groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
+    s = res.astype(work_dtype(s_abs, n_lags), copy=False)
+    if n_frames > 1:
+        planes = _weight_planes(weights, blocks, groups, n, d, s.dtype)
+        acc = np.empty((n, d), s.dtype)
+        tmp = np.empty((n, d), s.dtype)
+        half = 1 << (FRACTION_BITS - 1)
+        for t in range(1, n_frames):
+            np.multiply(planes[0], s[t - 1], out=acc)
+            for lag in range(2, n_lags + 1):
+                np.multiply(planes[lag - 1], s[max(t - lag, 0)], out=tmp)
+                acc += tmp
+            acc += half
+            acc >>= FRACTION_BITS
+            s[t] += acc
+    if s.size and max(int(s.max()), -int(s.min())) > s_abs:
+        return None
+    xe = np.empty((n_frames, n + 1, d), _spatial_dtype(max_abs, m))
+    xe[:, n] = 0
+    xe[:, :n] = s
+    for lo, hi in level_bounds(n):
+        xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
+    out = np.empty((n_frames, n, d), xe.dtype)
+    _units(out)[:, order] = _units(xe)[:, :n]
+    return out
