@@ -11,7 +11,7 @@ from bodybatch.errors import FormatError
 
 from _helpers import check_track_roundtrip, gt_tracks
 
-V2 = {"predictor": 2, "chunk_size": 128, "n_parents": 4, "window": 4}
+V2 = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
 
 
 @pytest.fixture(scope="module")

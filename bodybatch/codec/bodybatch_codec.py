@@ -200,27 +200,33 @@ def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where)
     expected = len(blocks) * len(groups) + sum(len(b) - 1 for _, _, _, b in rest) * len(groups)
     if len(streams) != expected:
         raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
-    res = np.empty((n_frames, n, n_dims), predict2.work_dtype(s_abs, n_lags))
+    m = structure.n_parents
+    xe = np.empty((n_frames, n + 1, n_dims), predict2.decode_dtype(s_abs, n_lags, max_abs, m))
     it = iter(streams)
     for lo, hi in blocks:
         for c0, c1 in groups:
             vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
-            res[0, lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
-    if not rest:
-        return predict2.decode_residuals(res, structure.order, structure.parents, blocks, weights, s_abs, max_abs)
-    layout = _sorted_layout(n, classes)
-    res[0] = res[0, layout]
-    for lo, hi, _, bounds in rest:
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            for c0, c1 in groups:
-                count = (b - a) * (n_frames - 1) * (c1 - c0)
-                vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
-                res[1:, lo + a : lo + b, c0:c1] = vals.reshape(n_frames - 1, b - a, c1 - c0)
-    position = np.empty(n + 1, np.intp)  # stored position -> sorted position; N stays N
-    position[layout] = np.arange(n)
-    position[n] = n
-    parents = position[structure.parents[layout]]
-    return predict2.decode_residuals(res, structure.order[layout], parents, blocks, weights, s_abs, max_abs)
+            xe[0, lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+    if rest:
+        layout = _sorted_layout(n, classes)
+        xe[0, :n] = xe[0, layout]
+        for lo, hi, _, bounds in rest:
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                for c0, c1 in groups:
+                    count = (b - a) * (n_frames - 1) * (c1 - c0)
+                    vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
+                    xe[1:, lo + a : lo + b, c0:c1] = vals.reshape(n_frames - 1, b - a, c1 - c0)
+        position = np.empty(n + 1, np.intp)  # stored position -> sorted position; N stays N
+        position[layout] = np.arange(n)
+        position[n] = n
+        parents = position[structure.parents[layout]]
+        inverse = np.empty(n, np.intp)
+        inverse[structure.order[layout]] = np.arange(n)
+    else:
+        parents = structure.parents
+        inverse = np.empty(n, np.intp)
+        inverse[structure.order] = np.arange(n)
+    return predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs)
 
 
 #: VertexStructure -> its coded (curve, steps) header streams, while it is in use.

@@ -152,35 +152,42 @@ def encode_residuals(x, structure, blocks, groups, n_lags, max_abs):
     return s, weights, s_abs
 
 
-def decode_residuals(res, order, parents, blocks, weights, s_abs, max_abs):
+def decode_dtype(s_abs, n_lags, max_abs, n_parents):
+    """Work dtype of :func:`decode_residuals` (int32 unless a bound needs int64)."""
+    return np.promote_types(work_dtype(s_abs, n_lags), _spatial_dtype(max_abs, n_parents))
+
+
+def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     """Invert :func:`encode_residuals`.
 
     Parameters
     ----------
-    res : ndarray of int, shape (T, N, D), frame-major, in stored order or any
-        permutation of it that keeps every block's points inside the block; overwritten.
-    order, parents : the structure's ``order`` and ``parents`` in that permutation
-        (parents as positions of it; N is the zero point).
+    xe : ndarray of :func:`decode_dtype`, shape (T, N + 1, D), frame-major: the
+        residuals in ``[:, :N]``, in stored order or any permutation of it that keeps
+        every block's points inside the block; overwritten with the decoded values.
+    inverse : (N,) int array
+        Original point index -> position in ``xe`` (the inverse of the structure's
+        ``order`` in that permutation).
+    parents : (N, m) int array
+        The structure's parents as positions of the permutation (N: the zero point).
     blocks : (lo, hi) blocks of the temporal weights.
     weights : (len(blocks), n_groups, L) int array (component groups: [0, 3), [3, D)).
     s_abs : int
         The encoder's bound on |s| (values beyond it are an error).
-    max_abs : int
-        The encoder's bound on |x| (the caller checks it).
 
     Returns
     -------
     x : ndarray, shape (T, N, D), original order; None when a spatial residual exceeds ``s_abs``.
     """
-    n_frames, n, d = res.shape
-    m = parents.shape[1]
+    n_frames, n, d = xe.shape
+    n -= 1
     n_lags = weights.shape[2]
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
-    s = res.astype(work_dtype(s_abs, n_lags), copy=False)
+    s = xe[:, :n]
     if n_frames > 1:
-        planes = _weight_planes(weights, blocks, groups, n, d, s.dtype)
-        acc = np.empty((n, d), s.dtype)
-        tmp = np.empty((n, d), s.dtype)
+        planes = _weight_planes(weights, blocks, groups, n, d, xe.dtype)
+        acc = np.empty((n, d), xe.dtype)
+        tmp = np.empty((n, d), xe.dtype)
         half = 1 << (FRACTION_BITS - 1)
         for t in range(1, n_frames):
             np.multiply(planes[0], s[t - 1], out=acc)
@@ -192,11 +199,7 @@ def decode_residuals(res, order, parents, blocks, weights, s_abs, max_abs):
             s[t] += acc
     if s.size and max(int(s.max()), -int(s.min())) > s_abs:
         return None
-    xe = np.empty((n_frames, n + 1, d), _spatial_dtype(max_abs, m))
     xe[:, n] = 0
-    xe[:, :n] = s
     for lo, hi in level_bounds(n):
         xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
-    out = np.empty((n_frames, n, d), xe.dtype)
-    _units(out)[:, order] = _units(xe)[:, :n]
-    return out
+    return _gather(xe, inverse)
