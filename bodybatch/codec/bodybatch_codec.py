@@ -184,7 +184,7 @@ def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where)
     n = structure.n_points
     blocks, groups = _blocks(n), _components(n_dims)
     s_abs = int(entry["s_abs"])
-    if not 0 <= s_abs <= predict2.spatial_bound(max_abs):
+    if not 0 <= s_abs <= predict2.spatial_bound(max_abs, structure.n_parents):
         raise FormatError(f"{where}implausible residual bound {s_abs}")
     classes = entropy.decode_numbers(entry["classes"], np.uint16, n, f"{where}classes")
     if classes.size and classes.max() >= N_CLASSES:

@@ -35,13 +35,19 @@ __all__ = ["FRACTION_BITS", "MAX_WEIGHT", "work_dtype", "encode_residuals", "dec
 #: Fractional bits of the temporal weights, and the bound on |weight|.
 FRACTION_BITS = 12
 MAX_WEIGHT = 1 << 13
+#: Spatial interpolation weights: fractional bits, their sum, and their bounds.
+SPATIAL_BITS = 6
+SPATIAL_ONE = 1 << SPATIAL_BITS
+MIN_SPATIAL = 32
+MAX_SPATIAL = 96
+_DIFF_BITS = 12
 #: Points per block used to fit the temporal weights (an even subsample of larger blocks).
 FIT_POINTS = 1024
 
 
-def spatial_bound(max_abs):
-    """Bound on |s| implied by |x| <= max_abs."""
-    return 2 * max_abs + 1
+def spatial_bound(max_abs, n_parents):
+    """Bound on |s| implied by |x| <= max_abs (|spatial weight| <= MAX_SPATIAL)."""
+    return (1 + 2 * n_parents) * max_abs + 2
 
 
 def work_dtype(s_abs, n_lags):
@@ -50,8 +56,56 @@ def work_dtype(s_abs, n_lags):
 
 
 def _spatial_dtype(max_abs, m):
-    """int32 when parent sums and spatial residuals cannot overflow it."""
-    return np.int32 if 4 * (m + 1) * (max_abs + 1) < 2**31 else np.int64
+    """int32 when weighted parent sums and spatial residuals cannot overflow it."""
+    return np.int32 if 2 * (MAX_SPATIAL * m + SPATIAL_ONE) * (max_abs + 1) < 2**31 else np.int64
+
+
+def base_weights(m):
+    """(m,) integer weights summing to 2**SPATIAL_BITS, as even as possible."""
+    w = np.full(m, SPATIAL_ONE // m, np.int64)
+    w[: SPATIAL_ONE % m] += 1
+    return w
+
+
+def spatial_weights(x0, parents):
+    """(N, m) int64 interpolation weights (each row sums to 2**SPATIAL_BITS) of the
+    points from their parents, from one decoded frame's coordinates.
+
+    For m = 3 and a point ``p`` with distinct real parents ``q1, q2, q3``: with
+    ``a = q1 - q3``, ``b = q2 - q3``, ``y = p - q3`` (each shifted right by the same
+    number of bits so that all fit in 12 bits), the least-squares ``w1, w2`` of
+    ``y ~ w1 a + w2 b`` by Cramer's rule, ``w = floor((2 * 64 * num + det) / (2 * det))``,
+    ``w3 = 64 - w1 - w2``; kept when ``det > 0`` and every weight is within
+    ``[-MIN_SPATIAL, MAX_SPATIAL]``. Everything else (and m != 3) gets :func:`base_weights`.
+    All integer (int64, no overflow possible).
+
+    Parameters
+    ----------
+    x0 : (N + 1, 3) int array (row N: the zero point).
+    parents : (N, m) int array of rows of ``x0``.
+    """
+    n, m = parents.shape
+    w = np.tile(base_weights(m), (n, 1))
+    if m != 3 or n == 0:
+        return w
+    x0 = x0.astype(np.int64)
+    q = x0[parents]
+    a, b, y = q[:, 0] - q[:, 2], q[:, 1] - q[:, 2], x0[:n] - q[:, 2]
+    big = np.maximum(np.abs(np.concatenate([a, b, y], axis=1)).max(axis=1), 1)
+    shift = np.maximum(np.frexp(big.astype(np.float64))[1] - _DIFF_BITS, 0)[:, None]  # exact: big < 2**53
+    a, b, y = a >> shift, b >> shift, y >> shift
+    aa, bb, ab = (a * a).sum(1), (b * b).sum(1), (a * b).sum(1)
+    ay, by = (a * y).sum(1), (b * y).sum(1)
+    det = aa * bb - ab * ab
+    ok = (det > 0) & (parents < n).all(axis=1)
+    ok &= (parents[:, 0] != parents[:, 1]) & (parents[:, 0] != parents[:, 2]) & (parents[:, 1] != parents[:, 2])
+    safe = np.where(ok, det, 1)
+    w1 = (2 * SPATIAL_ONE * (bb * ay - ab * by) + safe) // (2 * safe)
+    w2 = (2 * SPATIAL_ONE * (aa * by - ab * ay) + safe) // (2 * safe)
+    cand = np.stack([w1, w2, SPATIAL_ONE - w1 - w2], axis=1)
+    ok &= ((cand >= -MIN_SPATIAL) & (cand <= MAX_SPATIAL)).all(axis=1)
+    w[ok] = cand[ok]
+    return w
 
 
 def _lag_rows(n_frames, lag):
@@ -109,6 +163,27 @@ def _parent_pred(xe, parents):
     return _floor_div(c, m, out=c)
 
 
+def _weighted_pred(xe, parents, weights):
+    """floor((sum_j w_j x[parent_j] + 32) / 64): (T, len(parents), D); ``weights`` (k, m, D)."""
+    c = _gather(xe, parents[:, 0])
+    c *= weights[:, 0]
+    for j in range(1, parents.shape[1]):
+        g = _gather(xe, parents[:, j])
+        g *= weights[:, j]
+        c += g
+    c += SPATIAL_ONE // 2
+    c >>= SPATIAL_BITS
+    return c
+
+
+def _value_weights(x0, parents, d, dtype):
+    """(N, m, D) per-value spatial weights: interpolation for coordinates, even for the rest."""
+    w = np.empty(parents.shape + (d,), dtype)
+    w[:, :, :3] = spatial_weights(x0[:, :3], parents)[:, :, None]
+    w[:, :, 3:] = base_weights(parents.shape[1])[None, :, None]
+    return w
+
+
 def encode_residuals(x, structure, blocks, groups, n_lags, max_abs):
     """Residuals of integer points.
 
@@ -135,10 +210,12 @@ def encode_residuals(x, structure, blocks, groups, n_lags, max_abs):
     xe[:, n] = 0
     xe[:, :n] = _gather(np.ascontiguousarray(x, dtype), structure.order)
     s = np.empty((n_frames, n, d), dtype)  # spatial residuals
+    vw = _value_weights(xe[0], structure.parents, d, dtype)
     for a in range(0, n, BLOCK_POINTS):
         b = min(n, a + BLOCK_POINTS)
-        np.subtract(xe[:, a:b], _parent_pred(xe, structure.parents[a:b]), out=s[:, a:b])
+        np.subtract(xe[:, a:b], _weighted_pred(xe, structure.parents[a:b], vw[a:b]), out=s[:, a:b])
     s_abs = max(int(s.max(initial=0)), -int(s.min(initial=0)))
+    first = xe[0, :n] - _parent_pred(xe[:1], structure.parents)[0]  # frame 0: parents' mean
     weights = fit_weights(s, blocks, groups, n_lags)
     wdtype = work_dtype(s_abs, n_lags)
     s = s.astype(wdtype, copy=False)
@@ -149,6 +226,7 @@ def encode_residuals(x, structure, blocks, groups, n_lags, max_abs):
             acc += planes[lag - 1] * s[_lag_rows(n_frames, lag)]
         acc >>= FRACTION_BITS
         s[1:] -= acc
+    s[0] = first
     return s, weights, s_abs
 
 
@@ -184,6 +262,16 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     n_lags = weights.shape[2]
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
     s = xe[:, :n]
+    m = parents.shape[1]
+    # Frame 0 from the parents' mean, level by level; it gives the spatial weights.
+    xe[0, n] = 0
+    for lo, hi in level_bounds(n):
+        xe[:1, lo:hi] += _parent_pred(xe[:1], parents[lo:hi])
+    x0 = xe[0].copy()
+    if n_frames == 1:
+        return _gather(xe, inverse)
+    vw = _value_weights(x0, parents, d, xe.dtype)
+    s[0] -= _weighted_pred(xe[:1], parents, vw)[0]
     if n_frames > 1:
         planes = _weight_planes(weights, blocks, groups, n, d, xe.dtype)
         acc = np.empty((n, d), xe.dtype)
@@ -199,7 +287,9 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
             s[t] += acc
     if s.size and max(int(s.max()), -int(s.min())) > s_abs:
         return None
-    xe[:, n] = 0
+    xe[0] = x0
+    xe[1:, n] = 0
+    rest = xe[1:]
     for lo, hi in level_bounds(n):
-        xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
+        rest[:, lo:hi] += _weighted_pred(rest, parents[lo:hi], vw[lo:hi])
     return _gather(xe, inverse)
