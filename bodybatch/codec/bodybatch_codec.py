@@ -22,7 +22,7 @@ from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, regist
 from bodybatch.codec.structure import build_structure, level_bounds, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
-__all__ = ["BodybatchCodec", "POINT_GROUPS"]
+__all__ = ["BodybatchCodec", "POINT_GROUPS", "V2_OPTIONS"]
 
 #: group name -> (coordinate field in mm, uncertainty field in m)
 POINT_GROUPS = {
@@ -34,6 +34,9 @@ _COARSE_POINTS = 256
 #: Bounds that keep a hostile header from driving allocations.
 MAX_POINTS = 1 << 20
 MAX_CHUNK_ROWS = 1 << 13
+
+#: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``).
+V2_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
 
 #: Blocks of at least this many points split their later frames into activity classes.
 _CLASSED_POINTS = 1024
@@ -258,7 +261,7 @@ class BodybatchCodec(Codec):
         None (or 1): the v1 predictor, format 1.x. 2: the separable v2 predictor
         (:mod:`bodybatch.codec.predict2`; ``window`` is its number of temporal lags),
         written as format 2.0, which bodybatch releases before it reject. v2 is made
-        for ``chunk_size=128, n_parents=4, window=4`` (:data:`V2_OPTIONS`).
+        for ``chunk_size=128, n_parents=3, window=4`` (:data:`V2_OPTIONS`).
     """
 
     codec_id = "bodybatch"

@@ -2,27 +2,29 @@
 
 v1 (:mod:`bodybatch.codec.predict`) predicts a point from its parents' centroid plus
 its own offset averaged over past frames: the recurrence couples space and time, so
-its decoder loops over levels x frames in Python. v2 separates the two steps, so the
-decoder needs one vectorized pass per frame (all points at once) plus one per level
-(all frames at once):
+its decoder loops over levels x frames. v2 separates the two steps, so the decoder
+needs one vectorized pass per frame (all points at once) plus one per level (all
+frames at once). Per chunk, with ``x[t, p]`` the grid values at stored position ``p``
+(the structure's order and parents, :mod:`bodybatch.codec.structure`; ``N`` is the
+virtual zero point):
 
-1. **Spatial.** For the point at stored position ``p`` with parents ``p_1..p_m``
-   (coarser levels; ``N`` is the virtual zero point) and ``C[p, t] = sum_j x[p_j, t]``,
-   the spatial residual is ``s[p, t] = x[p, t] - floor((C[p, t] + m//2) / m)``.
-2. **Temporal.** Per chunk, per residual block ``b`` and component group ``g``
-   (coordinates / uncertainty), the encoder fits ``L`` integer weights ``w[b, g, l]``
-   (``F = 12`` fractional bits, ``|w| <= 2**13``) by least squares on ``s`` and stores
-   them. With ``h(t, l) = s[p, max(t - l, 0)]``:
+1. **Frame 0**: ``r[0, p] = x[0, p] - floor((sum_j x[0, p_j] + m//2) / m)`` (parents' mean).
+2. **Spatial weights** from the chunk's frame 0 (:func:`spatial_weights`): per point,
+   ``m`` integers ``W[p, j]`` summing to ``64``: interpolation weights of the point in
+   its parents' frame-0 configuration (m = 3), or even weights. The uncertainty
+   component always uses the even weights (:func:`base_weights`).
+3. **Spatial residual**, every frame:
+   ``s[t, p] = x[t, p] - ((sum_j W[p, j] * x[t, p_j] + 32) >> 6)``.
+4. **Temporal**: per residual block ``b`` and component group ``g`` (coordinates /
+   uncertainty) the encoder fits ``L`` integer weights ``w[b, g, l]`` (``F = 12``
+   fractional bits, ``|w| <= 2**13``) by least squares and stores them; for ``t >= 1``,
+   ``r[t, p] = s[t, p] - ((sum_l w[b, g, l] * s[max(t - l, 0), p] + 2**(F-1)) >> F)``.
 
-   - ``t = 0``: ``r = s``;
-   - ``t >= 1``: ``r = s - ((sum_l w[b, g, l] * h(t, l) + 2**(F-1)) >> F)``
-
-   (``>>``: arithmetic shift, i.e. floor division by ``2**F``).
-
-Decoding: the temporal recurrence gives ``s`` for all points frame by frame; then the
-levels, coarse to fine, give ``x = s + floor((C + m//2) / m)`` for all frames at once.
-Intermediates are int32 when no overflow is possible from the chunk's bounds, else
-int64: identical results either way.
+``>>`` is an arithmetic shift (floor division by a power of two). Decoding: frame 0
+level by level, the weights, ``s[0]``, the temporal recurrence for all points frame
+by frame, then ``x`` level by level for all frames at once. Intermediates are int32
+when the chunk's bounds (``max_abs``, ``s_abs``) exclude overflow, else int64: the
+results are identical either way.
 """
 
 import numpy as np
@@ -262,7 +264,6 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     n_lags = weights.shape[2]
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
     s = xe[:, :n]
-    m = parents.shape[1]
     # Frame 0 from the parents' mean, level by level; it gives the spatial weights.
     xe[0, n] = 0
     for lo, hi in level_bounds(n):
@@ -272,19 +273,19 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
         return _gather(xe, inverse)
     vw = _value_weights(x0, parents, d, xe.dtype)
     s[0] -= _weighted_pred(xe[:1], parents, vw)[0]
-    if n_frames > 1:
-        planes = _weight_planes(weights, blocks, groups, n, d, xe.dtype)
-        acc = np.empty((n, d), xe.dtype)
-        tmp = np.empty((n, d), xe.dtype)
-        half = 1 << (FRACTION_BITS - 1)
-        for t in range(1, n_frames):
-            np.multiply(planes[0], s[t - 1], out=acc)
-            for lag in range(2, n_lags + 1):
-                np.multiply(planes[lag - 1], s[max(t - lag, 0)], out=tmp)
-                acc += tmp
-            acc += half
-            acc >>= FRACTION_BITS
-            s[t] += acc
+    # Temporal: all points at once, frame by frame.
+    planes = _weight_planes(weights, blocks, groups, n, d, xe.dtype)
+    acc = np.empty((n, d), xe.dtype)
+    tmp = np.empty((n, d), xe.dtype)
+    half = 1 << (FRACTION_BITS - 1)
+    for t in range(1, n_frames):
+        np.multiply(planes[0], s[t - 1], out=acc)
+        for lag in range(2, n_lags + 1):
+            np.multiply(planes[lag - 1], s[max(t - lag, 0)], out=tmp)
+            acc += tmp
+        acc += half
+        acc >>= FRACTION_BITS
+        s[t] += acc
     if s.size and max(int(s.max()), -int(s.min())) > s_abs:
         return None
     xe[0] = x0
