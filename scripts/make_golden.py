@@ -23,10 +23,11 @@ import _benchdata as bd  # noqa: E402
 import bodybatch  # noqa: E402
 from bodybatch.formats import TRACK_FORMAT_VERSION  # noqa: E402
 
-#: Writer options per format major (2: the v2 predictor, small chunks to cross boundaries).
+#: Writer options per format major (2: the v2 predictor), small chunks to cross chunk
+#: boundaries, and the vertex subsampling (2: enough points for activity classes).
 MAJOR_OPTIONS = {
-    TRACK_FORMAT_VERSION[0]: {"chunk_size": 8},
-    2: {"chunk_size": 8, "predictor": 2, "n_parents": 3, "window": 4},
+    TRACK_FORMAT_VERSION[0]: ({"chunk_size": 8}, 8),
+    2: ({"chunk_size": 8, "predictor": 2, "n_parents": 3, "window": 4}, 4),
 }
 
 
@@ -36,15 +37,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--major", type=int, default=TRACK_FORMAT_VERSION[0], choices=sorted(MAJOR_OPTIONS))
     args = ap.parse_args()
-    options = MAJOR_OPTIONS[args.major]
-    FORMAT_MAJOR, FORMAT_MINOR = bodybatch.codec.get_codec("bodybatch", **options).format_version
+    options, stride = MAJOR_OPTIONS[args.major]
+    from bodybatch.codec import get_codec
+
+    FORMAT_MAJOR, FORMAT_MINOR = get_codec("bodybatch", **options).format_version
     out = Path(__file__).resolve().parents[1] / "tests" / "golden" / f"v{FORMAT_MAJOR}"
     out.mkdir(parents=True, exist_ok=True)
     _, track = next(bd.gt_tracks(bd.SHARED / "corpus" / "nlf_xz_0001.xz"))
     rows = slice(0, 21)
     small = {
-        "vertices": track["vertices"][rows, ::8],
-        "vertex_uncertainties": track["vertex_uncertainties"][rows, ::8],
+        "vertices": track["vertices"][rows, ::stride],
+        "vertex_uncertainties": track["vertex_uncertainties"][rows, ::stride],
         "joints": track["joints"][rows],
         "joint_uncertainties": track["joint_uncertainties"][rows],
         "boxes": track["boxes"][rows],

@@ -93,3 +93,33 @@ def test_v2_smaller_than_v1(tmp_path, corpus_tracks):
         total[1] += bodybatch.write_track(tmp_path / "a.xz", track).bytes
         total[2] += bodybatch.write_track(tmp_path / "b.xz", track, **V2).bytes
     assert total[2] < total[1]
+
+
+def test_reader_without_major_2_rejects_it_cleanly(tmp_path, corpus_tracks, monkeypatch):
+    """What a bodybatch release before v2 does with a 2.0 file: a clear error."""
+    from bodybatch.formats import bodybatch as fmt
+
+    path = tmp_path / "v2.xz"
+    bodybatch.write_track(path, corpus_tracks["nlf_xz_0000/p0"], **V2)
+    monkeypatch.setattr(fmt, "READ_MAJORS", (1,))
+    with pytest.raises(FormatError, match=r"format version 2\.0 is not supported"):
+        bodybatch.open_track(path).close()
+
+
+def test_spatial_weights_are_exact_integers():
+    from bodybatch.codec.predict2 import SPATIAL_ONE, spatial_weights
+
+    rng = np.random.default_rng(3)
+    x0 = np.concatenate([rng.integers(-3000, 3000, (50, 3)), np.zeros((1, 3), np.int64)])
+    parents = np.stack([rng.choice(50, 3, replace=False) for _ in range(50)])
+    parents[0] = 50  # the virtual zero point: even weights
+    parents[1] = [3, 3, 4]  # repeated parents: even weights
+    # a point exactly inside its parents' triangle gets its barycentric weights
+    x0[5] = (x0[parents[5, 0]] * 32 + x0[parents[5, 1]] * 16 + x0[parents[5, 2]] * 16) // 64
+    w = spatial_weights(x0, parents)
+    assert w.dtype == np.int64 and (w.sum(axis=1) == SPATIAL_ONE).all()
+    assert list(w[0]) == [22, 21, 21] and list(w[1]) == [22, 21, 21]
+    assert abs(w[5, 0] - 32) <= 1 and abs(w[5, 1] - 16) <= 1
+    # huge coordinates: shifted before the solve, no overflow
+    w2 = spatial_weights(x0 * (2**17), parents)
+    assert (w2.sum(axis=1) == SPATIAL_ONE).all()
