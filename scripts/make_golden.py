@@ -40,7 +40,8 @@ def main():
     options, stride = MAJOR_OPTIONS[args.major]
     from bodybatch.codec import get_codec
 
-    FORMAT_MAJOR, FORMAT_MINOR = get_codec("bodybatch", **options).format_version
+    FORMAT_MAJOR = get_codec("bodybatch", **options).format_major
+    FORMAT_MINOR = TRACK_FORMAT_VERSION[1] if FORMAT_MAJOR == TRACK_FORMAT_VERSION[0] else 0
     out = Path(__file__).resolve().parents[1] / "tests" / "golden" / f"v{FORMAT_MAJOR}"
     out.mkdir(parents=True, exist_ok=True)
     _, track = next(bd.gt_tracks(bd.SHARED / "corpus" / "nlf_xz_0001.xz"))

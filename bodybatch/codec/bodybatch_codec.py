@@ -285,9 +285,9 @@ class BodybatchCodec(Codec):
         self.block_rows = self.chunk_size
 
     @property
-    def format_version(self):
-        """(major, minor) of the track file this codec's chunks need."""
-        return (2, 0) if self.predictor == 2 else (1, 0)
+    def format_major(self):
+        """Major version of the track format this codec's chunks need (2: v2 predictor)."""
+        return 2 if self.predictor == 2 else 1
 
     def factors(self):
         """Grid factors (grid steps per unit): coordinates per mm, uncertainties per m."""

@@ -103,7 +103,8 @@ class TrackFileWriter:
         })  # fmt: skip
         if len(body) > MAX_HEADER_BYTES:
             raise OutputError(f"{self.path}: header of {len(body)} bytes is too large")
-        version = self.codec.format_version  # 1.x, or 2.0 for the v2 predictor
+        major = self.codec.format_major  # 1, or 2 for the v2 predictor
+        version = VERSION if major == VERSION[0] else (major, 0)
         self._write(_PREAMBLE.pack(MAGIC, *version, len(body), zlib.crc32(body)) + body)
 
     def write(self, block, n_rows, frame_index, owned=False):
@@ -263,7 +264,7 @@ class BodybatchTrackReader(TrackReader):
             self._codec = BodybatchCodec.from_config(config)
         except TrackError as exc:
             raise FormatError(f"{where}{exc}") from None
-        if self._codec.format_version[0] != self.version[0]:  # the major decides the predictor
+        if self._codec.format_major != self.version[0]:  # the major decides the predictor
             self._fail(f"format {self.version[0]}.{self.version[1]} does not match its codec config {config!r}")
         self._layout = self._codec.layout_from_header(self.header.get("layout") or {}, where)
         self.metadata = self.header.get("metadata")
