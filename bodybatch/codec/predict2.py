@@ -150,9 +150,14 @@ def _weight_planes(weights, blocks, groups, n, d, dtype):
     return planes
 
 
-def _gather(xe, idx):
-    """xe[:, idx] for a frame-major (T, N + 1, D) array, moving D values at once."""
-    return np.take(_units(xe), idx, axis=1).view(xe.dtype).reshape(xe.shape[0], len(idx), xe.shape[2])
+def _gather(xe, idx, out=None):
+    """xe[:, idx] for a frame-major (T, N + 1, D) array, moving D values at once
+    (into ``out``, a C-contiguous (T, len(idx), D) array, when given)."""
+    shape = (xe.shape[0], len(idx), xe.shape[2])
+    if out is None:
+        return np.take(_units(xe), idx, axis=1).view(xe.dtype).reshape(shape)
+    np.take(_units(xe), idx, axis=1, out=_units(out), mode="clip")  # idx are valid: no buffering
+    return out
 
 
 def _parent_pred(xe, parents):
@@ -165,12 +170,16 @@ def _parent_pred(xe, parents):
     return _floor_div(c, m, out=c)
 
 
-def _weighted_pred(xe, parents, weights):
-    """floor((sum_j w_j x[parent_j] + 32) / 64): (T, len(parents), D); ``weights`` (k, m, D)."""
-    c = _gather(xe, parents[:, 0])
+def _weighted_pred(xe, parents, weights, work=None):
+    """floor((sum_j w_j x[parent_j] + 32) / 64): (T, len(parents), D); ``weights`` (k, m, D).
+    ``work``: two flat buffers of at least T * len(parents) * D values (reused)."""
+    shape = (xe.shape[0], len(parents), xe.shape[2])
+    size = shape[0] * shape[1] * shape[2]
+    c, g = (None, None) if work is None else (w[:size].reshape(shape) for w in work)
+    c = _gather(xe, parents[:, 0], c)
     c *= weights[:, 0]
     for j in range(1, parents.shape[1]):
-        g = _gather(xe, parents[:, j])
+        g = _gather(xe, parents[:, j], g)
         g *= weights[:, j]
         c += g
     c += SPATIAL_ONE // 2
@@ -291,6 +300,8 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     xe[0] = x0
     xe[1:, n] = 0
     rest = xe[1:]
+    largest = max(hi - lo for lo, hi in level_bounds(n))
+    work = [np.empty((n_frames - 1) * largest * d, xe.dtype) for _ in range(2)]
     for lo, hi in level_bounds(n):
-        rest[:, lo:hi] += _weighted_pred(rest, parents[lo:hi], vw[lo:hi])
+        rest[:, lo:hi] += _weighted_pred(rest, parents[lo:hi], vw[lo:hi], work)
     return _gather(xe, inverse)
