@@ -232,11 +232,21 @@ def encode_residuals(x, structure, blocks, groups, n_lags, max_abs):
     s = s.astype(wdtype, copy=False)
     if n_frames > 1:
         planes = _weight_planes(weights, blocks, groups, n, d, wdtype)
-        acc = np.full((n_frames - 1, n, d), 1 << (FRACTION_BITS - 1), wdtype)
-        for lag in range(1, n_lags + 1):
-            acc += planes[lag - 1] * s[_lag_rows(n_frames, lag)]
-        acc >>= FRACTION_BITS
-        s[1:] -= acc
+        # Per block of points (cache-sized); acc[t - 1] is the prediction of frame t.
+        for a in range(0, n, BLOCK_POINTS):
+            b = min(n, a + BLOCK_POINTS)
+            sb = s[:, a:b]
+            acc = np.full((n_frames - 1, b - a, d), 1 << (FRACTION_BITS - 1), wdtype)
+            tmp = np.empty_like(acc)
+            for lag in range(1, n_lags + 1):
+                w = planes[lag - 1, a:b]
+                k = min(lag - 1, n_frames - 1)  # frames 1..lag-1 see frame 0 instead
+                if k < n_frames - 1:
+                    np.multiply(w, sb[: n_frames - lag], out=tmp[k:])
+                np.multiply(w, sb[0], out=tmp[:k])
+                acc += tmp
+            acc >>= FRACTION_BITS
+            sb[1:] -= acc
     s[0] = first
     return s, weights, s_abs
 
