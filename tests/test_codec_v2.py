@@ -123,3 +123,33 @@ def test_spatial_weights_are_exact_integers():
     # huge coordinates: shifted before the solve, no overflow
     w2 = spatial_weights(x0 * (2**17), parents)
     assert (w2.sum(axis=1) == SPATIAL_ONE).all()
+
+
+def test_inconsistent_chunk_entries_are_format_errors(corpus_tracks):
+    from bodybatch.codec import entropy
+
+    track = corpus_tracks["nlf_xz_0000/p0"]
+    chunk = {k: np.asarray(track[k])[:20] for k in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties")}
+    codec = get_codec("bodybatch", **V2)
+    layout = codec.make_layout(chunk)
+    encoded, _ = codec.encode_chunk(chunk, layout)
+    codec.decode_chunk(encoded, layout, 20)
+
+    def broken(**change):
+        entry = dict(encoded["points"]["vertices"], **change)
+        return {**encoded, "points": {**encoded["points"], "vertices": entry}}
+
+    vertices = encoded["points"]["vertices"]
+    from bodybatch.codec.bodybatch_codec import _blocks
+
+    n_weights = len(_blocks(chunk["vertices"].shape[1])) * 2 * V2["window"]  # blocks x (xyz, unc) x lags
+    for change, match in [
+        ({"s_abs": 0}, "exceed"),
+        ({"s_abs": 10 * (vertices["max_abs"] + 1) ** 2}, "implausible residual bound"),
+        ({"weights": entropy.encode_numbers(np.zeros(3, np.int16))}, "weights"),
+        ({"weights": entropy.encode_numbers(np.full(n_weights, 8000, np.int16))}, "exceed"),
+        ({"dtype": "float64"}, "dtype"),
+        ({"streams": vertices["streams"][:-1]}, "residual streams"),
+    ]:
+        with pytest.raises(FormatError, match=match):
+            codec.decode_chunk(broken(**change), layout, 20)

@@ -229,7 +229,10 @@ def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where)
         parents = structure.parents
         inverse = np.empty(n, np.intp)
         inverse[structure.order] = np.arange(n)
-    return predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs)
+    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs)
+    if x is None:
+        raise FormatError(f"{where}decoded residuals exceed their bound")
+    return x
 
 
 #: VertexStructure -> its coded (curve, steps) header streams, while it is in use.
