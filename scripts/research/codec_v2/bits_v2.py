@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np
 import _benchdata as bd
 from bodybatch.codec import get_codec, predict2
-from bodybatch.codec import bodybatch_codec as bc
 src = os.environ.get("SRC", "/work/shared/corpus/*.xz")
 tracks = [t for f in sorted(glob.glob(src)) for _, t in bd.gt_tracks(f)]
 even = lambda x0, parents: np.tile(predict2.base_weights(parents.shape[1]), (len(parents), 1))
