@@ -116,7 +116,12 @@ def _lag_rows(n_frames, lag):
 
 
 def fit_weights(s, blocks, groups, n_lags):
-    """(n_blocks, n_groups, L) int16 least-squares weights of s (frame-major (T, N, D))."""
+    """(n_blocks, n_groups, L) int16 least-squares weights of s (frame-major (T, N, D)).
+
+    Encoder only, in float64 on an even subsample of each block: the decoder uses the
+    stored integers, so decoded values are exact everywhere; the weights chosen (and so
+    a file's bytes) could differ between BLAS builds in rare rounding ties.
+    """
     n_frames = s.shape[0]
     w = np.zeros((len(blocks), len(groups), n_lags), np.int16)
     if n_frames < 2:
