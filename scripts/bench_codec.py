@@ -5,6 +5,7 @@ synthetic videos (../shared/bench/synth.py).
 
     python scripts/bench_codec.py [--synth-dir DIR] [--synth-videos 8] [--min-frames 3000]
                                   [--peers bc,bc-order] [--smpl-vertices 6890]
+                                  [--bodybatch bodybatch,bb-v2]
 
 Prints bytes, ratio against float32 raw, encode and decode person-frames/s and the max
 abs error of bodybatch and of each bodycompress peer, per data source and in total:
@@ -21,6 +22,9 @@ abs error of bodybatch and of each bodycompress peer, per data source and in tot
                 only for SMPL/SMPL-X vertex counts).
 - ``bc-zstd``, ``bc-order-zstd``: the same with bodycompress's zstd backend (faster
                 decode, larger files), when asked for with ``--peers``.
+
+bodybatch variants (``--bodybatch``): ``bodybatch`` (the default codec options) and
+``bb-v2`` (codec v2, format 2.0: ``BodybatchCodec`` with ``V2_OPTIONS``).
 
 ``--smpl-vertices N`` adds a source ``smplN``: the synthetic tracks cut to a fixed random
 subset of N of their 13,718 vertices (seeded, kept in index order). With N = 6890 that
@@ -63,6 +67,13 @@ PEERS = {
     "bc-zstd": {"compression": "zstd", "vertex_order": "auto"},
     "bc-order-zstd": {"compression": "zstd", "vertex_order": "chain"},
 }
+
+
+def bodybatch_variants():
+    """bodybatch variant name -> write_track options."""
+    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+
+    return {"bodybatch": {}, "bb-v2": dict(V2_OPTIONS)}
 
 
 def _numba_jit():
@@ -230,12 +241,17 @@ def main():
     ap.add_argument("--smpl-max-frames", type=int, default=1000, help="person-frames of that source")
     ap.add_argument("--two-opt-passes", type=int, default=20, help="2-opt passes of the bc-order chain (0: greedy only)")
     ap.add_argument("--sources", default="corpus,synth,smpl", help="comma-separated subset of corpus,synth,smpl")
+    ap.add_argument("--bodybatch", default="bodybatch,bb-v2", help="comma-separated bodybatch variants: bodybatch, bb-v2")
     args = ap.parse_args()
     peers = [p for p in args.peers.split(",") if p]
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise SystemExit(f"unknown peers {sorted(unknown)}; choose among {', '.join(PEERS)}")
-    codecs = peers + ["bodybatch"]
+    variants = bodybatch_variants()
+    ours = [v for v in args.bodybatch.split(",") if v]
+    if not ours or set(ours) - set(variants):
+        raise SystemExit(f"--bodybatch: choose among {', '.join(variants)}")
+    codecs = peers + ours
 
     import bodybatch
 
@@ -288,8 +304,8 @@ def main():
                     order_time += time.perf_counter() - t0
                     order_stats.append(path_length_stats(first, order) + path_length_stats(first, np.arange(len(first))))
                 for codec in codecs:
-                    if codec == "bodybatch":
-                        size, te, td, err = bench_bodybatch(track, Path(tmp) / "bb.xz", options)
+                    if codec in variants:
+                        size, te, td, err = bench_bodybatch(track, Path(tmp) / "bb.xz", {**options, **variants[codec]})
                     else:
                         opts = dict(PEERS[codec])
                         if opts["vertex_order"] == "chain":
@@ -306,17 +322,18 @@ def main():
                 row(source, n_tracks, frames, codec, size, te, td, err, raw)
                 totals[codec] += [size, te, td, frames, raw, 0]
                 totals[codec][5] = max(totals[codec][5], err)
-    bb = totals["bodybatch"]
-    frames, raw = bb[3], bb[4]
+    frames, raw = totals[ours[0]][3], totals[ours[0]][4]
     for codec in codecs:
         t = totals[codec]
         row("total", "", frames, codec, t[0], t[1], t[2], t[5], raw)
-    for peer in peers:
-        p = totals[peer]
-        print(
-            f"bodybatch vs {peer}: files {p[0] / bb[0]:.2f}x smaller, encode {p[1] / bb[1]:.1f}x faster, "
-            f"decode {p[2] / bb[2]:.2f}x faster, max error {bb[5]:.4f} mm (step/2 = {args.quantization_mm / 2} mm)"
-        )
+    for name in ours:
+        bb = totals[name]
+        for peer in peers:
+            p = totals[peer]
+            print(
+                f"{name} vs {peer}: files {p[0] / bb[0]:.2f}x smaller, encode {p[1] / bb[1]:.1f}x faster, "
+                f"decode {p[2] / bb[2]:.2f}x faster, max error {bb[5]:.4f} mm (step/2 = {args.quantization_mm / 2} mm)"
+            )
     if frames < args.min_frames:
         print(f"WARNING: only {int(frames)} person-frames (< {args.min_frames}); add --synth-videos")
 

@@ -6,7 +6,9 @@ track cut from ../shared/corpus is encoded with the current writer, and the arra
 decodes to are stored beside it. tests/test_golden.py checks that every version's
 files still decode to exactly those arrays.
 
-    python scripts/make_golden.py
+    python scripts/make_golden.py [--major 2]
+
+``--major 2`` writes the format 2.0 file (the v2 predictor, ``predictor=2``).
 """
 
 import json
@@ -21,17 +23,32 @@ import _benchdata as bd  # noqa: E402
 import bodybatch  # noqa: E402
 from bodybatch.formats import TRACK_FORMAT_VERSION  # noqa: E402
 
-FORMAT_MAJOR, FORMAT_MINOR = TRACK_FORMAT_VERSION
+#: Writer options per format major (2: the v2 predictor), small chunks to cross chunk
+#: boundaries, and the vertex subsampling (2: enough points for activity classes).
+MAJOR_OPTIONS = {
+    TRACK_FORMAT_VERSION[0]: ({"chunk_size": 8}, 8),
+    2: ({"chunk_size": 8, "predictor": 2, "n_parents": 3, "window": 4}, 4),
+}
 
 
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--major", type=int, default=TRACK_FORMAT_VERSION[0], choices=sorted(MAJOR_OPTIONS))
+    args = ap.parse_args()
+    options, stride = MAJOR_OPTIONS[args.major]
+    from bodybatch.codec import get_codec
+
+    FORMAT_MAJOR = get_codec("bodybatch", **options).format_major
+    FORMAT_MINOR = TRACK_FORMAT_VERSION[1] if FORMAT_MAJOR == TRACK_FORMAT_VERSION[0] else 0
     out = Path(__file__).resolve().parents[1] / "tests" / "golden" / f"v{FORMAT_MAJOR}"
     out.mkdir(parents=True, exist_ok=True)
     _, track = next(bd.gt_tracks(bd.SHARED / "corpus" / "nlf_xz_0001.xz"))
     rows = slice(0, 21)
     small = {
-        "vertices": track["vertices"][rows, ::8],
-        "vertex_uncertainties": track["vertex_uncertainties"][rows, ::8],
+        "vertices": track["vertices"][rows, ::stride],
+        "vertex_uncertainties": track["vertex_uncertainties"][rows, ::stride],
         "joints": track["joints"][rows],
         "joint_uncertainties": track["joint_uncertainties"][rows],
         "boxes": track["boxes"][rows],
@@ -40,7 +57,7 @@ def main():
     }
     metadata = {"video_path": "golden.mp4", "fps": 30.0, "track": 0, "note": "golden file"}
     name = f"track_v{FORMAT_MAJOR}_{FORMAT_MINOR}"
-    bodybatch.write_track(out / f"{name}.xz", small, metadata, chunk_size=8)
+    bodybatch.write_track(out / f"{name}.xz", small, metadata, **options)
     with bodybatch.open_track(out / f"{name}.xz") as reader:
         arrays = reader.to_arrays()
     flat = {k: v for k, v in arrays.items() if k != "camera"}

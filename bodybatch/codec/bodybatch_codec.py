@@ -17,12 +17,12 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import entropy, predict
+from bodybatch.codec import entropy, predict, predict2
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.structure import build_structure, level_bounds, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
-__all__ = ["BodybatchCodec", "POINT_GROUPS"]
+__all__ = ["BodybatchCodec", "POINT_GROUPS", "V2_OPTIONS"]
 
 #: group name -> (coordinate field in mm, uncertainty field in m)
 POINT_GROUPS = {
@@ -34,6 +34,9 @@ _COARSE_POINTS = 256
 #: Bounds that keep a hostile header from driving allocations.
 MAX_POINTS = 1 << 20
 MAX_CHUNK_ROWS = 1 << 13
+
+#: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``).
+V2_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
 
 #: Blocks of at least this many points split their later frames into activity classes.
 _CLASSED_POINTS = 1024
@@ -138,6 +141,100 @@ def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where
     return res
 
 
+def _sorted_layout(n, classes):
+    """(N,) stored positions in *sorted layout* (v2): each classed block's points
+    sorted by class (stable), so that every class stream of rows 1.. is one slice."""
+    parts = [np.arange(lo, hi) if perm is None else lo + perm for lo, hi, perm, _ in _rest_blocks(n, classes)]
+    return np.concatenate(parts).astype(np.intp) if parts else np.zeros(0, np.intp)
+
+
+def _encode_group_v2(x, structure, n_lags, level, max_abs):
+    """Format 2: one point group's chunk entry (see :mod:`bodybatch.codec.predict2`).
+
+    Streams as in format 1 (per block, component group and class), but rows 1.. of a
+    class are stored frame-major: ``(T-1, points, components)`` in C order.
+    """
+    n_frames, n, d = x.shape
+    blocks, groups = _blocks(n), _components(d)
+    res, weights, s_abs = predict2.encode_residuals(x, structure, blocks, groups, n_lags, max_abs)
+    res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
+    classes = activity_classes(res.transpose(1, 0, 2), res_abs=res_abs)
+    stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
+    res = res.astype(stream_dtype, copy=False)
+    streams = [entropy.encode_numbers(res[0, lo:hi, c0:c1], level) for lo, hi in blocks for c0, c1 in groups]
+    if n_frames > 1:
+        rest = np.take(res[1:], _sorted_layout(n, classes), axis=1)
+        for lo, hi, _, bounds in _rest_blocks(n, classes):
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                streams.extend(entropy.encode_numbers(rest[:, lo + a : lo + b, c0:c1], level) for c0, c1 in groups)
+    return {
+        "max_abs": max_abs,
+        "classes": entropy.encode_numbers(classes.astype(np.uint16)),
+        "dtype": np.dtype(stream_dtype).name,
+        "streams": streams,
+        "s_abs": s_abs,
+        "weights": entropy.encode_numbers(weights.ravel()),
+    }
+
+
+def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where):
+    """Invert :func:`_encode_group_v2`: (T, N, D) integers in original point order.
+
+    The residuals are decoded in sorted layout (no scatter); the temporal step runs
+    there as is (weights are per block) and the spatial step with the parents and
+    the output order mapped through the layout.
+    """
+    n = structure.n_points
+    blocks, groups = _blocks(n), _components(n_dims)
+    s_abs = int(entry["s_abs"])
+    if not 0 <= s_abs <= predict2.spatial_bound(max_abs, structure.n_parents):
+        raise FormatError(f"{where}implausible residual bound {s_abs}")
+    classes = entropy.decode_numbers(entry["classes"], np.uint16, n, f"{where}classes")
+    if classes.size and classes.max() >= N_CLASSES:
+        raise FormatError(f"{where}invalid activity class")
+    stream_dtype = str(entry["dtype"])
+    if stream_dtype not in ("int16", "int32", "int64"):
+        raise FormatError(f"{where}invalid residual dtype {stream_dtype!r}")
+    weights = entropy.decode_numbers(entry["weights"], np.int16, len(blocks) * len(groups) * n_lags, f"{where}weights")
+    weights = weights.reshape(len(blocks), len(groups), n_lags)
+    classes = classes.astype(np.uint8)
+    rest = _rest_blocks(n, classes) if n_frames > 1 else []
+    streams = entry["streams"]
+    expected = len(blocks) * len(groups) + sum(len(b) - 1 for _, _, _, b in rest) * len(groups)
+    if len(streams) != expected:
+        raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
+    m = structure.n_parents
+    xe = np.empty((n_frames, n + 1, n_dims), predict2.decode_dtype(s_abs, n_lags, max_abs, m))
+    it = iter(streams)
+    for lo, hi in blocks:
+        for c0, c1 in groups:
+            vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
+            xe[0, lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+    if rest:
+        layout = _sorted_layout(n, classes)
+        xe[0, :n] = xe[0, layout]
+        for lo, hi, _, bounds in rest:
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                for c0, c1 in groups:
+                    count = (b - a) * (n_frames - 1) * (c1 - c0)
+                    vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
+                    xe[1:, lo + a : lo + b, c0:c1] = vals.reshape(n_frames - 1, b - a, c1 - c0)
+        position = np.empty(n + 1, np.intp)  # stored position -> sorted position; N stays N
+        position[layout] = np.arange(n)
+        position[n] = n
+        parents = position[structure.parents[layout]]
+        inverse = np.empty(n, np.intp)
+        inverse[structure.order[layout]] = np.arange(n)
+    else:
+        parents = structure.parents
+        inverse = np.empty(n, np.intp)
+        inverse[structure.order] = np.arange(n)
+    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs)
+    if x is None:
+        raise FormatError(f"{where}decoded residuals exceed their bound")
+    return x
+
+
 #: VertexStructure -> its coded (curve, steps) header streams, while it is in use.
 _CODED_STRUCTURES = weakref.WeakKeyDictionary()
 
@@ -163,6 +260,11 @@ class BodybatchCodec(Codec):
         Frames over which the offset to the parents is averaged (K).
     level : int
         pcodec compression level (0..12).
+    predictor : int or None
+        None (or 1): the v1 predictor, format 1.x. 2: the separable v2 predictor
+        (:mod:`bodybatch.codec.predict2`; ``window`` is its number of temporal lags),
+        written as format 2.0, which bodybatch releases before it reject. v2 is made
+        for ``chunk_size=128, n_parents=3, window=4`` (:data:`V2_OPTIONS`).
     """
 
     codec_id = "bodybatch"
@@ -174,14 +276,21 @@ class BodybatchCodec(Codec):
         CodecOption("n_parents", int, 3, "spatial parents per vertex", 1, 16),
         CodecOption("window", int, 2, "frames the temporal predictor averages", 1, 8),
         CodecOption("level", int, 8, "entropy coder effort", 0, 12),
+        CodecOption("predictor", int, None, "predictor version: 1 (unset) or 2 (format 2.0, smaller)", 1, 2),
     )
     grid_fields = ("vertices", "vertex_uncertainties")
 
     def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8,
-                 uncertainty_quantization_mm=None):  # fmt: skip
+                 uncertainty_quantization_mm=None, predictor=None):  # fmt: skip
         self._set_options(quantization_mm=quantization_mm, chunk_size=chunk_size, n_parents=n_parents,
-                          window=window, level=level, uncertainty_quantization_mm=uncertainty_quantization_mm)  # fmt: skip
+                          window=window, level=level, uncertainty_quantization_mm=uncertainty_quantization_mm,
+                          predictor=None if predictor == 1 else predictor)  # fmt: skip
         self.block_rows = self.chunk_size
+
+    @property
+    def format_major(self):
+        """Major version of the track format this codec's chunks need (2: v2 predictor)."""
+        return 2 if self.predictor == 2 else 1
 
     def factors(self):
         """Grid factors (grid steps per unit): coordinates per mm, uncertainties per m."""
@@ -301,6 +410,9 @@ class BodybatchCodec(Codec):
             if g["n_dims"] == 4:
                 unc_abs, err = _grid.quantize_into(chunk[unc], unc_factor, unc, x[:, :, 3])
                 max_abs, max_error = max(max_abs, unc_abs), max(max_error, 1000.0 * err)
+            if self.predictor == 2:
+                out["points"][group] = _encode_group_v2(x, g["structure"], self.window, self.level, max_abs)
+                continue
             res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
             res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
             classes = activity_classes(res, res_abs=res_abs)
@@ -339,19 +451,11 @@ class BodybatchCodec(Codec):
                 max_abs = int(entry["max_abs"])
                 if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
                     raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
-                n, d = g["n_points"], g["n_dims"]
-                rdtype = predict.work_dtype(max_abs, g["structure"].n_parents, self.window)
-                classes = entropy.decode_numbers(entry["classes"], np.uint16, n, f"{where}{group} classes")
-                if classes.size and classes.max() >= N_CLASSES:
-                    raise FormatError(f"{where}{group}: invalid activity class")
-                stream_dtype = str(entry["dtype"])
-                if stream_dtype not in ("int16", "int32", "int64"):
-                    raise FormatError(f"{where}{group}: invalid residual dtype {stream_dtype!r}")
-                res = _decode_residual_streams(
-                    entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype,
-                    stream_dtype, f"{where}{group}: ",
-                )
-                x = predict.decode_residuals(res, g["structure"], self.window, max_abs)
+                d = g["n_dims"]
+                if self.predictor == 2:
+                    x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs, f"{where}{group}: ")
+                else:
+                    x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}")
                 if x.size and max(int(x.max()), -int(x.min())) > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
                 out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
@@ -370,6 +474,21 @@ class BodybatchCodec(Codec):
         if fields is not None:  # a group's other field came along with the one asked for
             out = {k: v for k, v in out.items() if k in fields}
         return out
+
+    def _decode_group_v1(self, entry, g, n_frames, max_abs, where):
+        """Format 1: one point group's (T, N, D) integers from its chunk entry."""
+        n, d = g["n_points"], g["n_dims"]
+        rdtype = predict.work_dtype(max_abs, g["structure"].n_parents, self.window)
+        classes = entropy.decode_numbers(entry["classes"], np.uint16, n, f"{where} classes")
+        if classes.size and classes.max() >= N_CLASSES:
+            raise FormatError(f"{where}: invalid activity class")
+        stream_dtype = str(entry["dtype"])
+        if stream_dtype not in ("int16", "int32", "int64"):
+            raise FormatError(f"{where}: invalid residual dtype {stream_dtype!r}")
+        res = _decode_residual_streams(
+            entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
+        )
+        return predict.decode_residuals(res, g["structure"], self.window, max_abs)
 
 
 def _encode_array(a, level):

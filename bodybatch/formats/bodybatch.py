@@ -36,8 +36,10 @@ __all__ = ["MAGICS", "VERSION", "TrackFileWriter", "BodybatchTrackReader", "open
 
 MAGIC = b"\x89BBTRK\r\n"
 MAGICS = (MAGIC,)
-#: (major, minor) written; readers take every minor of this major.
+#: (major, minor) written by default (the v2 predictor writes 2.0); readers take every
+#: minor of the majors in READ_MAJORS.
 VERSION = TRACK_FORMAT_VERSION
+READ_MAJORS = (1, 2)
 _END_MAGIC = b"BBTRKEND"
 _CHUNK_TAG = b"CHK1"
 _PREAMBLE = struct.Struct("<8sHHII")
@@ -121,7 +123,9 @@ class TrackFileWriter:
         })  # fmt: skip
         if len(body) > MAX_HEADER_BYTES:
             raise OutputError(f"{self.path}: header of {len(body)} bytes is too large")
-        self._write(_PREAMBLE.pack(MAGIC, *VERSION, len(body), zlib.crc32(body)) + body)
+        major = self.codec.format_major  # 1, or 2 for the v2 predictor
+        version = VERSION if major == VERSION[0] else (major, 0)
+        self._write(_PREAMBLE.pack(MAGIC, *version, len(body), zlib.crc32(body)) + body)
 
     def write(self, block, n_rows, frame_index, owned=False):
         """Queue rows; encode every full chunk. Rows of a block the writer does not
@@ -257,9 +261,9 @@ class BodybatchTrackReader(TrackReader):
         magic, major, minor, header_len, header_crc = _PREAMBLE.unpack(self._read_exact(0, _PREAMBLE.size, "preamble"))
         if magic != MAGIC:
             self._fail("not a bodybatch track (wrong magic)")
-        if major != VERSION[0]:
+        if major not in READ_MAJORS:
             self._fail(f"format version {major}.{minor} is not supported; this bodybatch reads "
-                       f"{VERSION[0]}.x (upgrade bodybatch)")  # fmt: skip
+                       f"{', '.join(f'{v}.x' for v in READ_MAJORS)} (upgrade bodybatch)")  # fmt: skip
         self.version = (major, minor)
         if header_len > min(MAX_HEADER_BYTES, size - _PREAMBLE.size - _TRAILER.size):
             self._fail(f"header length {header_len} exceeds the file")
@@ -309,6 +313,8 @@ class BodybatchTrackReader(TrackReader):
             self._codec = BodybatchCodec.from_config(config)
         except TrackError as exc:
             raise FormatError(f"{where}{exc}") from None
+        if self._codec.format_major != self.version[0]:  # the major decides the predictor
+            self._fail(f"format {self.version[0]}.{self.version[1]} does not match its codec config {config!r}")
         from bodybatch.codec.bodybatch_codec import POINT_GROUPS
 
         layout = self.header.get("layout") or {}
