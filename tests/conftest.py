@@ -31,3 +31,16 @@ def shared_dir():
 def corpus_dir(shared_dir):
     """Path of ../shared/corpus (real bodycompress prediction files + ground truth)."""
     return shared_dir / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_tracks(corpus_dir):
+    """Person tracks (first 40 frames) of a real 3-person xz file and a zstd file."""
+    from _groundtruth import gt_tracks
+
+    tracks = {}
+    for name in ("nlf_xz_0000", "nlf_zstd_0000"):
+        for pid, track in gt_tracks(corpus_dir / f"{name}.xz", min_length=5, max_frames=40).items():
+            tracks[f"{name}/p{pid}"] = track
+    assert len(tracks) >= 4
+    return tracks

@@ -13,18 +13,7 @@ from bodybatch.codec.predict import decode_residuals, encode_residuals
 from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError, TrackError
 
-from _helpers import check_track_roundtrip, gt_tracks
-
-
-@pytest.fixture(scope="session")
-def corpus_tracks(corpus_dir):
-    """Person tracks (first 40 frames) of a real 3-person xz file and a zstd file."""
-    tracks = {}
-    for name in ("nlf_xz_0000", "nlf_zstd_0000"):
-        for pid, track in gt_tracks(corpus_dir / f"{name}.xz", min_length=5, max_frames=40).items():
-            tracks[f"{name}/p{pid}"] = track
-    assert len(tracks) >= 4
-    return tracks
+from _helpers import check_track_roundtrip
 
 
 @pytest.fixture(scope="session")

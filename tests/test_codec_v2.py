@@ -9,19 +9,9 @@ import bodybatch
 from bodybatch.codec import get_codec
 from bodybatch.errors import FormatError
 
-from _helpers import check_track_roundtrip, gt_tracks
+from _helpers import check_track_roundtrip
 
 V2 = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
-
-
-@pytest.fixture(scope="module")
-def corpus_tracks(corpus_dir):
-    tracks = {}
-    for name in ("nlf_xz_0000", "nlf_zstd_0000"):
-        for pid, track in gt_tracks(corpus_dir / f"{name}.xz", min_length=5, max_frames=40).items():
-            tracks[f"{name}/p{pid}"] = track
-    assert len(tracks) >= 4
-    return tracks
 
 
 def test_roundtrip_corpus_tracks(tmp_path, corpus_tracks):

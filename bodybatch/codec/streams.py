@@ -1,0 +1,163 @@
+"""The residual streams of the ``bodybatch`` codec: point blocks (coarse levels
+merged), activity classes, the per-class stream layout of a chunk, and lossless
+per-component arrays (boxes, cameras). Pure functions of arrays and bytes.
+"""
+
+import numpy as np
+
+from bodybatch.codec import entropy, predict
+from bodybatch.codec.structure import level_bounds
+from bodybatch.errors import FormatError, TrackError
+
+__all__ = ["N_CLASSES", "activity_classes"]
+
+#: Bounds that keep a hostile header from driving allocations.
+MAX_POINTS = 1 << 20
+#: Levels below this many points share one residual stream.
+_COARSE_POINTS = 256
+
+#: Blocks of at least this many points split their later frames into activity classes.
+_CLASSED_POINTS = 1024
+N_CLASSES = 4
+
+
+def _blocks(n_points):
+    """Point blocks with one residual distribution each: coarse levels merged."""
+    levels = [(lo, hi) for lo, hi in level_bounds(n_points) if hi - lo >= _COARSE_POINTS]
+    first_big = levels[0][0] if levels else n_points
+    return ([(0, first_big)] if first_big else []) + levels
+
+
+def _components(n_dims):
+    return [(0, min(3, n_dims))] + ([(3, n_dims)] if n_dims > 3 else [])
+
+
+def activity_classes(res, n_classes=N_CLASSES, res_abs=None):
+    """(N,) uint8 class of each point: quartile of its mean |residual| (coordinates,
+    frames 1..) within its block. Points of one class share one residual stream, so
+    each stream gets the distribution of its own body regions (hands vs torso).
+    ``res_abs``: max |res| when known (int32 sums when they cannot overflow)."""
+    n, n_frames, d = res.shape
+    classes = np.zeros(n, np.uint8)
+    if n_frames < 2:
+        return classes
+    if res_abs is None:
+        res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
+    sum_dtype = np.int32 if (n_frames - 1) * d * res_abs < 2**31 else np.int64  # exact either way
+    for lo, hi in _blocks(n):
+        if hi - lo < _CLASSED_POINTS:
+            continue
+        act = np.empty(hi - lo, np.int64)
+        for a in range(lo, hi, predict.BLOCK_POINTS):  # all D summed, then minus the 4th
+            b = np.abs(res[a : min(hi, a + predict.BLOCK_POINTS), 1:])
+            act[a - lo : a - lo + len(b)] = b.reshape(len(b), -1).sum(axis=1, dtype=sum_dtype)
+            if d > 3:
+                act[a - lo : a - lo + len(b)] -= b[:, :, 3:].sum(axis=(1, 2), dtype=sum_dtype)
+        edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
+        classes[lo:hi] = np.searchsorted(edges, act, side="right")
+    return classes
+
+
+def _rest_blocks(n_points, classes):
+    """Blocks for frames 1..: (lo, hi, perm, bounds) where ``perm`` sorts the block's
+    points by class (None when unclassed) and ``bounds`` delimit the classes in it."""
+    out = []
+    for lo, hi in _blocks(n_points):
+        if hi - lo < _CLASSED_POINTS:
+            out.append((lo, hi, None, [0, hi - lo]))
+            continue
+        block = classes[lo:hi]
+        perm = np.argsort(block, kind="stable")
+        counts = np.bincount(block, minlength=N_CLASSES)
+        out.append((lo, hi, perm, np.concatenate([[0], np.cumsum(counts)]).tolist()))
+    return out
+
+
+def _encode_residual_streams(res, classes, level, stream_dtype):
+    """(N, T, D) residuals -> list of coded streams (see docs/format.md, chunk layout)."""
+    n, n_frames, d = res.shape
+    res = res.astype(stream_dtype, copy=False)  # one pass; the streams are cut from it
+    streams = []
+    for lo, hi in _blocks(n):
+        for c0, c1 in _components(d):
+            streams.append(entropy.encode_numbers(res[lo:hi, 0, c0:c1], level))
+    if n_frames < 2:
+        return streams
+    for lo, hi, perm, bounds in _rest_blocks(n, classes):
+        # Per component group, the block's rows sorted by class in one contiguous
+        # copy: each class's stream is then a slice of it.
+        parts = [np.ascontiguousarray(res[lo:hi, 1:, c0:c1]) if perm is None
+                 else np.take(res[lo:hi, 1:, c0:c1], perm, axis=0) for c0, c1 in _components(d)]  # fmt: skip
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            streams.extend(entropy.encode_numbers(part[a:b], level) for part in parts)
+    return streams
+
+
+def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where):
+    """Invert :func:`_encode_residual_streams` into a new (N, T, D) array of ``dtype``."""
+    n, n_frames, d = shape
+    res = np.empty(shape, dtype)
+    it = iter(streams)
+    expected = len(_blocks(n)) * len(_components(d))
+    rest = _rest_blocks(n, classes) if n_frames > 1 else []
+    expected += sum(len(b) - 1 for _, _, _, b in rest) * len(_components(d))
+    if len(streams) != expected:
+        raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
+    for lo, hi in _blocks(n):
+        for c0, c1 in _components(d):
+            vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
+            res[lo:hi, 0, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+    for lo, hi, perm, bounds in rest:
+        rb = res[lo:hi] if perm is None else np.empty((hi - lo, n_frames, d), dtype)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for c0, c1 in _components(d):
+                count = (b - a) * (n_frames - 1) * (c1 - c0)
+                vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
+                rb[a:b, 1:, c0:c1] = vals.reshape(b - a, n_frames - 1, c1 - c0)
+        if perm is not None:
+            res[lo + perm, 1:] = rb[:, 1:]
+    return res
+
+
+def _sorted_layout(n, classes):
+    """(N,) stored positions in *sorted layout* (v2): each classed block's points
+    sorted by class (stable), so that every class stream of rows 1.. is one slice."""
+    parts = [np.arange(lo, hi) if perm is None else lo + perm for lo, hi, perm, _ in _rest_blocks(n, classes)]
+    return np.concatenate(parts).astype(np.intp) if parts else np.zeros(0, np.intp)
+
+
+def _encode_array(a, level):
+    """Lossless (T, ...) array -> map; per-component time series for pcodec."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TrackError(f"cannot store array of dtype {a.dtype}")
+    series = np.moveaxis(a, 0, -1)
+    return {
+        "dtype": a.dtype.newbyteorder("<").str,
+        "shape": list(a.shape[1:]),
+        "data": entropy.encode_numbers(series.ravel(), level),
+    }
+
+
+def _decode_array(entry, n_frames, where):
+    dtype = np.dtype(str(entry["dtype"]))
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise FormatError(f"{where}: unsupported dtype {dtype}")
+    shape = [int(s) for s in entry["shape"]]
+    if len(shape) > 4 or any(s < 0 or s > MAX_POINTS for s in shape):
+        raise FormatError(f"{where}: implausible shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) * n_frames
+    vals = entropy.decode_numbers(entry["data"], dtype, count, where)
+    return np.moveaxis(vals.reshape(shape + [n_frames]), -1, 0).copy()
+
+
+def _classes_and_dtype(entry, n_points, where):
+    """A point group's activity classes (N,) uint16 and residual stream dtype name,
+    checked (FormatError naming ``where``)."""
+    classes = entropy.decode_numbers(entry["classes"], np.uint16, n_points, f"{where}classes")
+    if classes.size and classes.max() >= N_CLASSES:
+        raise FormatError(f"{where}invalid activity class")
+    stream_dtype = str(entry["dtype"])
+    if stream_dtype not in ("int16", "int32", "int64"):
+        raise FormatError(f"{where}invalid residual dtype {stream_dtype!r}")
+    return classes, stream_dtype
