@@ -26,13 +26,22 @@ def _convert(root, codec):
     return root / "out"
 
 
-@pytest.fixture(scope="module", params=["bodybatch", "bodycompress"])
+_CODECS = {"bodybatch": "  name: bodybatch\n  chunk_size: 8\n",
+           "bodycompress": "  name: bodycompress\n  compression: zstd\n"}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=sorted(_CODECS))
 def converted(request, tmp_path_factory):
     """The committed sample converted with each codec (bodybatch: 8-row chunks, so
     windows and ranges cross chunk boundaries)."""
-    codec = ("  name: bodybatch\n  chunk_size: 8\n" if request.param == "bodybatch"
-             else "  name: bodycompress\n  compression: zstd\n")  # fmt: skip
-    return _convert(tmp_path_factory.mktemp(request.param), codec)
+    return _convert(tmp_path_factory.mktemp(request.param), _CODECS[request.param])
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    """The sample in bodybatch track files of 8-row chunks (the chunk-level tests:
+    a bodycompress file is one stream)."""
+    return _convert(tmp_path_factory.mktemp("chunked"), _CODECS["bodybatch"])
 
 
 def _equal(a, b):
@@ -72,11 +81,10 @@ def test_fields_errors(converted):
         reader.to_arrays(fields=["verts"])
 
 
-def test_joints_only_does_not_decode_vertices(converted, monkeypatch):
-    path = _tracks(converted)[0]
+def test_joints_only_does_not_decode_vertices(chunked, monkeypatch):
+    path = _tracks(chunked)[0]
     with bodybatch.open_track(path) as reader:
-        if reader.format_name != "bodybatch":
-            pytest.skip("bodycompress files are one stream")
+        assert reader.format_name == "bodybatch"
         from bodybatch.codec import bodybatch_codec
 
         seen = []
@@ -87,11 +95,10 @@ def test_joints_only_does_not_decode_vertices(converted, monkeypatch):
         assert seen and all(shape[0] == 25 for shape in seen)  # 25 joints, never 13,718 vertices
 
 
-def test_range_decodes_only_its_chunks(converted, monkeypatch):
-    path = _tracks(converted)[0]
+def test_range_decodes_only_its_chunks(chunked, monkeypatch):
+    path = _tracks(chunked)[0]
     with bodybatch.open_track(path) as reader:
-        if reader.format_name != "bodybatch":
-            pytest.skip("one chunk")
+        assert reader.format_name == "bodybatch"
         decoded = []
         real = reader._decode_chunk
         monkeypatch.setattr(reader, "_decode_chunk", lambda i, f=None: decoded.append(i) or real(i, f))
