@@ -328,25 +328,16 @@ class VideoWriter:
     def _append_manifest(self):
         import os
 
-        from bodybatch._version import __version__
         from bodybatch.manifest import Journal, ManifestRow
-        from bodybatch.manifest.row import _now
 
         root = Path(self.manifest).parent.resolve()
         tracking = {"mode": self.mode, "kept": len(self.tracks), "dropped_short": len(self._router.dropped)}
+        settings = {"codec": self.codec.get_config(), "tracks": self.tracking_options}
         rows = []
         for key, info in self.tracks.items():
             path = Path(info.path).resolve()
             rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
-            rows.append(ManifestRow({
-                "video": self.video, "status": "ok", "input": None, "config_hash": None,
-                "settings": {"codec": self.codec.get_config(), "tracks": self.tracking_options},
-                "bodybatch_version": __version__, "created": _now(), "path": rel, "sha256": info.sha256,
-                "bytes": info.bytes, "raw_bytes": info.raw_bytes, "ratio": round(info.ratio, 4), "track": int(key),
-                "n_frames": info.n_frames, "first_frame": info.first_frame, "last_frame": info.last_frame,
-                "codec": info.codec, "encode_seconds": info.encode_seconds, "max_abs_error_mm": info.max_abs_error_mm,
-                "metadata": self.metadata, "tracking": tracking, "live": True,
-            }))  # fmt: skip
+            rows.append(ManifestRow.live(self.video, key, rel, info, settings, self.metadata, tracking))
         with Journal(self.manifest, writer=f"live-{os.getpid()}") as journal:
             journal.append(self.video, rows)
 

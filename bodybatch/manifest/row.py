@@ -49,16 +49,30 @@ class ManifestRow(Mapping):
                         frames_expected=job.truncated["frames_expected"])  # fmt: skip
         return cls(data)
 
+    @staticmethod
+    def _track_fields(key, path, info):
+        """The fields of track ``key`` written to ``path`` (relative to the output
+        root) as :class:`~bodybatch.track_writer.TrackInfo` ``info`` says."""
+        return dict(
+            path=path, sha256=info.sha256, bytes=info.bytes, raw_bytes=info.raw_bytes, ratio=round(info.ratio, 4),
+            track=int(key), n_frames=info.n_frames, first_frame=info.first_frame, last_frame=info.last_frame,
+            codec=info.codec, encode_seconds=info.encode_seconds, max_abs_error_mm=info.max_abs_error_mm,
+        )
+
     @classmethod
     def ok(cls, job, key, path, info):
-        """The row of track ``key`` of ``job``, written to ``path`` (relative to the
-        output root) as :class:`~bodybatch.track_writer.TrackInfo` ``info`` says."""
-        return cls._base(
-            job, "ok", path=path, sha256=info.sha256, bytes=info.bytes, raw_bytes=info.raw_bytes,
-            ratio=round(info.ratio, 4), track=int(key), n_frames=info.n_frames, first_frame=info.first_frame,
-            last_frame=info.last_frame, codec=info.codec, encode_seconds=info.encode_seconds,
-            max_abs_error_mm=info.max_abs_error_mm, metadata=job.metadata, tracking=job.tracking,
-        )
+        """The row of track ``key`` of ``job`` (see :meth:`_track_fields`)."""
+        return cls._base(job, "ok", **cls._track_fields(key, path, info), metadata=job.metadata, tracking=job.tracking)
+
+    @classmethod
+    def live(cls, video, key, path, info, settings, metadata, tracking):
+        """The row of a track a :class:`~bodybatch.VideoWriter` wrote: no input file and
+        no config hash; ``live: true``."""
+        return cls({
+            "video": video, "status": "ok", "input": None, "config_hash": None, "settings": settings,
+            "bodybatch_version": __version__, "created": _now(), **cls._track_fields(key, path, info),
+            "metadata": metadata, "tracking": tracking, "live": True,
+        })  # fmt: skip
 
     @classmethod
     def failed(cls, job):
