@@ -136,7 +136,7 @@ def run_job(job):
     """Convert one video; returns ``job`` with its outcome filled in (``error`` set
     when it failed: every error is caught, so one bad video never stops a run)."""
     start = time.perf_counter()
-    job.tracks, job.error, job.traceback, job.truncated = {}, None, None, None
+    job.tracks, job.error, job.traceback, job.truncated, job.input = {}, None, None, None, None
     try:
         _convert(job)
     except Exception as exc:  # every error: one bad video never stops a run
@@ -146,10 +146,11 @@ def run_job(job):
         job.tracks = {}
         if not job.error.startswith(str(job.input_path)):
             job.error = f"{job.video}: {job.error}"
-        try:
-            job.input = _input_info(job)
-        except OSError as exc:
-            job.input = {"path": job.video, "error": exc.strerror}
+        if job.input is None:  # the failure came before the input was described (hashed) once
+            try:
+                job.input = _input_info(job)
+            except OSError as exc:
+                job.input = {"path": job.video, "error": exc.strerror}
     job.person_frames = sum(info.n_frames for _, info in job.tracks.values())
     job.seconds = time.perf_counter() - start
     return job
