@@ -93,14 +93,10 @@ def _remove_temporaries(root, folders=None):
 
 def _make_output_root(root):
     """Create the output root; returns True when this call created it."""
-    if root.is_dir():
-        return False
-    if root.exists():
-        raise OutputError(f"{root}: output.root exists and is not a folder")
     try:
         root.mkdir(parents=True)
     except FileExistsError:
-        if root.is_dir():  # another shard made it just now
+        if root.is_dir():  # there already (or another shard made it just now)
             return False
         raise OutputError(f"{root}: output.root exists and is not a folder") from None
     except OSError as exc:
