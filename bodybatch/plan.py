@@ -58,31 +58,15 @@ def output_dir_for(video):
     return "/".join(out)
 
 
-def _glob_regex(pattern):
-    """A compiled regex of a glob over '/'-paths: ``*`` and ``?`` stay within one
-    folder, ``[...]`` as in fnmatch, a ``**`` part matches any number of folders."""
-    parts = []
-    for part in pattern.strip("/").split("/"):
-        if part == "**":
-            parts.append("(?:[^/]+/)*")
-            continue
-        regex, i = "", 0
-        while i < len(part):
-            c = part[i]
-            if c == "*":
-                regex += "[^/]*"
-            elif c == "?":
-                regex += "[^/]"
-            elif c == "[" and "]" in part[i + 2 :] or c == "[" and part[i + 1 : i + 2] == "]":
-                end = part.index("]", i + 2) if part[i + 1 : i + 2] in ("!", "]") else part.index("]", i + 1)
-                body = part[i + 1 : end].replace("\\", "\\\\")
-                regex += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
-                i = end
-            else:
-                regex += re.escape(c)
-            i += 1
-        parts.append(regex + "/")
-    return re.compile("".join(parts)[:-1] + r"\Z" if not pattern.endswith("**") else "".join(parts) + r".*\Z")
+def _glob_match(parts, names):
+    """Whether path components ``names`` match glob components ``parts``: each part
+    as :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]`` within one name), a ``**``
+    part any number of folders (none included)."""
+    if not parts:
+        return not names
+    if parts[0] == "**":
+        return any(_glob_match(parts[1:], names[i:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatch.fnmatchcase(names[0], parts[0]) and _glob_match(parts[1:], names[1:])
 
 
 def _walk(root, pattern, output_root, follow_symlinks):
@@ -91,7 +75,7 @@ def _walk(root, pattern, output_root, follow_symlinks):
     the folder listing); a symlink is resolved (and skipped when it leads outside
     ``root`` unless ``follow_symlinks``, or into ``output_root``). Symlinked folders
     are not entered; neither is ``output_root``."""
-    matcher = _glob_regex(pattern)
+    parts = pattern.strip("/").split("/")
     real_root, real_out = os.path.realpath(root), os.path.realpath(output_root)
     stack = [(str(root), "")]
     while stack:
@@ -106,7 +90,7 @@ def _walk(root, pattern, output_root, follow_symlinks):
             rel = prefix + entry.name
             if entry.is_dir(follow_symlinks=False):
                 stack.append((entry.path, rel + "/"))
-            elif matcher.match(rel):
+            elif _glob_match(parts, rel.split("/")):
                 if entry.is_symlink():
                     real = os.path.realpath(entry.path)
                     if not os.path.isfile(real) or is_inside(real, real_out):
