@@ -145,19 +145,15 @@ def _read_journal(path, warn):
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        last = n == len(lines)  # no newline after it: the writer may have been killed mid-line
+        if n == len(lines):  # no newline after it: its writer was killed mid-line
+            warn(f"{path}:{n}: ignoring an unfinished last line (a writer was killed mid-append)")
+            continue
         try:
             record = json.loads(line)
             rows = [ManifestRow.from_data(r, f"{path}:{n}") for r in record["rows"]]
             records.append((int(record["seq"]), str(record["video"]), bool(record.get("keep_ok")), rows))
         except (ValueError, KeyError, TypeError, FormatError) as exc:
-            if last:
-                warn(f"{path}:{n}: ignoring an unfinished last line (a writer was killed mid-append)")
-                continue
             raise FormatError(f"{path}:{n}: not a manifest journal record ({exc})") from None
-        if last:
-            warn(f"{path}:{n}: ignoring an unfinished last line (a writer was killed mid-append)")
-            records.pop()
     return records
 
 
