@@ -172,6 +172,10 @@ def quantize_into(values, factor, name, out):
     return max_abs, error / factor
 
 
+#: Largest |grid index| whose float32 value is exact (dequantize gives float32 up to it).
+MAX_EXACT_FLOAT32 = 2**24
+
+
 def dequantize(q, factor, max_abs=None):
     """Grid indices back to values: ``q / factor`` rounded to float32 when exactly
     representable (|q| <= 2**24), else float64, matching bodycompress.
@@ -180,7 +184,7 @@ def dequantize(q, factor, max_abs=None):
     """
     if max_abs is None:
         max_abs = int(np.max(np.abs(q))) if q.size else 0
-    if max_abs > 2**24:
+    if max_abs > MAX_EXACT_FLOAT32:
         return q / factor
     out = np.empty(q.shape, np.float32)
     if q.ndim == 3 and not q.flags.c_contiguous:

@@ -342,3 +342,27 @@ def test_appended_rows_are_buffered_into_the_same_bytes_and_bad_rows_named(tmp_p
     with pytest.raises(TrackError, match="NaN"):
         w.close()
     assert sorted(os.listdir(tmp_path)) == ["floats.xz", "grid.xz", "whole.xz"]
+
+
+@pytest.mark.parametrize("n_points", [600, 1100, 8300])
+def test_point_counts_with_a_small_last_level_round_trip(tmp_path, track, n_points):
+    """A last hierarchy level under 256 points after a larger one (600 = 512 + 88
+    points) has its residual streams like every other level (bodybatch 0.1.0 lost them)."""
+    sub = dict(track)
+    for name in ("vertices", "vertex_uncertainties"):
+        sub[name] = np.ascontiguousarray(track[name][:, :n_points])
+    check_track_roundtrip(tmp_path / "t.xz", sub, {"n": n_points}, chunk_size=16)
+
+
+def test_files_that_0_1_0_wrote_without_a_small_last_level_are_refused(tmp_path, track, monkeypatch):
+    import bodybatch.formats.bodybatch as container
+
+    sub = dict(track, vertices=track["vertices"][:, :600], vertex_uncertainties=track["vertex_uncertainties"][:, :600])
+    monkeypatch.setattr(container, "__version__", "0.1.0")
+    bodybatch.write_track(tmp_path / "old.xz", sub)
+    bodybatch.write_track(tmp_path / "fine.xz", track)  # 13,718 vertices: never affected
+    monkeypatch.undo()
+    with pytest.raises(FormatError, match=r"old\.xz: written by bodybatch 0\.1\.0.*last 88 of the 600 vertices.*reconvert"):
+        bodybatch.open_track(tmp_path / "old.xz")
+    with bodybatch.open_track(tmp_path / "fine.xz") as reader:
+        assert len(reader) == len(track["vertices"])

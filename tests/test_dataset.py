@@ -88,11 +88,11 @@ def test_joints_only_does_not_decode_vertices(chunked, monkeypatch):
         from bodybatch.codec import bodybatch_codec
 
         seen = []
-        real = bodybatch_codec._decode_residual_streams
-        monkeypatch.setattr(bodybatch_codec, "_decode_residual_streams",
-                            lambda s, c, shape, *a: seen.append(shape) or real(s, c, shape, *a))  # fmt: skip
+        real = bodybatch_codec.BodybatchCodec._decode_group_v1
+        monkeypatch.setattr(bodybatch_codec.BodybatchCodec, "_decode_group_v1",
+                            lambda self, e, g, *a: seen.append(g["n_points"]) or real(self, e, g, *a))  # fmt: skip
         reader.to_arrays(fields="joints")
-        assert seen and all(shape[0] == 25 for shape in seen)  # 25 joints, never 13,718 vertices
+        assert seen and all(n == 25 for n in seen)  # 25 joints, never 13,718 vertices
 
 
 def test_range_decodes_only_its_chunks(chunked, monkeypatch):
@@ -101,7 +101,7 @@ def test_range_decodes_only_its_chunks(chunked, monkeypatch):
         assert reader.format_name == "bodybatch"
         decoded = []
         real = reader._decode_chunk
-        monkeypatch.setattr(reader, "_decode_chunk", lambda i, f=None: decoded.append(i) or real(i, f))
+        monkeypatch.setattr(reader, "_decode_chunk", lambda i, f=None, rows=None: decoded.append(i) or real(i, f, rows))
         reader[9:15]
         assert decoded == [1]
         reader.read(slice(7, 17), "joints")

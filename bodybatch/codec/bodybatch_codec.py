@@ -17,11 +17,11 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import entropy, predict, predict2
+from bodybatch.codec import _kernels, entropy, predict, predict2
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
     MAX_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _decode_array, _decode_residual_streams,
-    _encode_array, _encode_residual_streams, _rest_blocks, _sorted_layout, activity_classes,
+    _encode_array, _encode_residual_streams, _rest_blocks, _sorted_layout, activity_classes, decode_residual_parts,
 )  # fmt: skip
 from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
@@ -317,9 +317,12 @@ class BodybatchCodec(Codec):
             out["camera"] = {k: _encode_array(v, self.level) for k, v in chunk["camera"].items()}
         return out, max_error
 
-    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None):
+    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None, rows=None):
         """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows: a dict of
         ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
+
+        ``rows`` (None: all): return only the first ``rows`` rows; the compiled v1
+        decoder then stops its recurrence there (reading row ``k`` costs ``k + 1`` rows).
 
         ``fields`` (collection of names, None: all): decode only these; a point group
         whose coordinates and uncertainties are both left out is skipped, its streams
@@ -341,7 +344,9 @@ class BodybatchCodec(Codec):
                 if self.predictor == 2:
                     x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs, f"{where}{group}: ")
                 else:
-                    x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}")
+                    x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
+                if rows is not None and len(x) > rows:
+                    x = x[:rows]
                 if x.size and max(int(x.max()), -int(x.min())) > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
                 out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
@@ -349,10 +354,10 @@ class BodybatchCodec(Codec):
                     out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
             for name, entry in encoded.get("arrays", {}).items():
                 if fields is None or name in fields:
-                    out[name] = _decode_array(entry, n_frames, f"{where}{name}")
+                    out[name] = _decode_array(entry, n_frames, f"{where}{name}")[:rows]
             if "camera" in encoded and (fields is None or "camera" in fields):
                 out["camera"] = {
-                    k: _decode_array(v, n_frames, f"{where}camera.{k}")
+                    k: _decode_array(v, n_frames, f"{where}camera.{k}")[:rows]
                     for k, v in encoded["camera"].items()
                 }
         except (KeyError, TypeError, AttributeError) as exc:
@@ -361,11 +366,25 @@ class BodybatchCodec(Codec):
             out = {k: v for k, v in out.items() if k in fields}
         return out
 
-    def _decode_group_v1(self, entry, g, n_frames, max_abs, where):
-        """Format 1: one point group's (T, N, D) integers from its chunk entry."""
+    def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None):
+        """Format 1: one point group's (T, N, D) integers from its chunk entry (the
+        compiled decoder: only the first ``rows`` rows when given)."""
         n, d = g["n_points"], g["n_dims"]
-        rdtype = predict.work_dtype(max_abs, g["structure"].n_parents, self.window)
+        structure = g["structure"]
+        rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
         classes, stream_dtype = _classes_and_dtype(entry, n, f"{where}: ")
+        compiled = _kernels.kernels()
+        if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
+            first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(
+                entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: "
+            )
+            levels = np.array(predict.level_windows(n, self.window), np.int64).reshape(-1, 3)
+            xe = np.zeros((n + 1, n_frames, d), rdtype)
+            n_rows = n_frames if rows is None else min(rows, n_frames)
+            out = np.empty((n_rows, n, d), rdtype)
+            compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents,
+                               levels, structure.order, n_rows, xe, out)  # fmt: skip
+            return out
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
         )

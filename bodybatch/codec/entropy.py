@@ -58,8 +58,9 @@ def encode_numbers(values, level=8, delta=False):
     return zlib.compress(values.astype(values.dtype.newbyteorder("<")).tobytes(), 6)
 
 
-def decode_numbers(data, dtype, count, what="stream"):
-    """Decode exactly ``count`` values of ``dtype`` from :func:`encode_numbers` output.
+def decode_numbers(data, dtype, count, what="stream", out=None):
+    """Decode exactly ``count`` values of ``dtype`` from :func:`encode_numbers` output
+    (into ``out``, a contiguous 1-D array of ``count`` values of ``dtype``, when given).
 
     Raises
     ------
@@ -69,7 +70,8 @@ def decode_numbers(data, dtype, count, what="stream"):
     from pcodec import standalone
 
     dtype = np.dtype(dtype)
-    out = np.empty(count, dtype)
+    if out is None:
+        out = np.empty(count, dtype)
     if count == 0:
         if data:
             raise FormatError(f"{what}: expected no values but found {len(data)} bytes")
@@ -93,4 +95,5 @@ def decode_numbers(data, dtype, count, what="stream"):
         raise FormatError(f"{what}: corrupt byte stream ({exc})") from None
     if len(raw) != count * dtype.itemsize or not d.eof:
         raise FormatError(f"{what}: byte stream holds a different size than expected")
-    return np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype)
+    out[...] = np.frombuffer(raw, dtype.newbyteorder("<"))
+    return out

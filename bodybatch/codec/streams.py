@@ -22,10 +22,29 @@ N_CLASSES = 4
 
 
 def _blocks(n_points):
-    """Point blocks with one residual distribution each: coarse levels merged."""
+    """Point blocks with one residual distribution each, covering ``[0, n_points)``:
+    the coarse levels merged into one block, then one block per level of at least
+    ``_COARSE_POINTS`` points; a last level smaller than that joins the block before it.
+
+    (bodybatch 0.1.0 left such a last level out, so tracks whose point count was
+    2**k + 1 .. 2**k + 255 for k >= 9 lost those points' residuals; their files
+    cannot be decoded correctly. Every other point count has the same blocks as then.)
+    """
     levels = [(lo, hi) for lo, hi in level_bounds(n_points) if hi - lo >= _COARSE_POINTS]
     first_big = levels[0][0] if levels else n_points
-    return ([(0, first_big)] if first_big else []) + levels
+    blocks = ([(0, first_big)] if first_big else []) + levels
+    if blocks and blocks[-1][1] < n_points:
+        blocks[-1] = (blocks[-1][0], n_points)
+    return blocks
+
+
+def points_lost_by_0_1(n_points):
+    """How many points' residuals a bodybatch 0.1.0 writer left out for ``n_points``
+    points (see :func:`_blocks`): its files with such a count cannot be decoded."""
+    levels = level_bounds(n_points)
+    small_last = levels and levels[-1][1] - levels[-1][0] < _COARSE_POINTS
+    big_before = any(hi - lo >= _COARSE_POINTS for lo, hi in levels[:-1])
+    return levels[-1][1] - levels[-1][0] if small_last and big_before else 0
 
 
 def _components(n_dims):
@@ -117,6 +136,35 @@ def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where
         if perm is not None:
             res[lo + perm, 1:] = rb[:, 1:]
     return res
+
+
+def decode_residual_parts(streams, classes, shape, stream_dtype, where):
+    """The residual streams of :func:`_encode_residual_streams` decoded in place, with
+    no scatter: ``first`` (N, D) frame 0 in stored order, ``rest`` per component group
+    ((N, T-1, 3) and (N, T-1, D-3)) with rows in sorted layout, and ``sorted_pos`` (N,)
+    (stored position -> row of ``rest``). For :mod:`bodybatch.codec._kernels`."""
+    n, n_frames, d = shape
+    comps = _components(d)
+    rest_blocks = _rest_blocks(n, classes) if n_frames > 1 else []
+    expected = (len(_blocks(n)) + sum(len(b) - 1 for _, _, _, b in rest_blocks)) * len(comps)
+    if len(streams) != expected:
+        raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
+    it = iter(streams)
+    first = np.empty((n, d), stream_dtype)
+    for lo, hi in _blocks(n):
+        for c0, c1 in comps:
+            vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
+            first[lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+    rest = [np.empty((n, max(n_frames - 1, 0), 3), stream_dtype), np.empty((n, max(n_frames - 1, 0), d - 3), stream_dtype)]
+    for lo, hi, _, bounds in rest_blocks:
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for g, (c0, c1) in enumerate(comps):
+                part = rest[g][lo + a : lo + b].reshape(-1)
+                entropy.decode_numbers(next(it), stream_dtype, part.size, where, out=part)
+    layout = _sorted_layout(n, classes) if rest_blocks else np.arange(n)
+    sorted_pos = np.empty(n, np.intp)
+    sorted_pos[layout] = np.arange(n)
+    return first, rest[0], rest[1], sorted_pos
 
 
 def _sorted_layout(n, classes):

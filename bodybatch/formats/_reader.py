@@ -110,9 +110,11 @@ class TrackReader:
         self._cache = (None, None, None)  # chunk number, fields decoded (None: all), arrays
 
     # -- what a format supplies ------------------------------------------------------------
-    def _decode_chunk(self, i, fields=None):
+    def _decode_chunk(self, i, fields=None, rows=None):
         """Chunk ``i`` as a dict of stacked arrays (camera: dict of arrays), no
-        frame_index; ``fields``: None (all) or a frozenset of the fields to decode."""
+        frame_index; ``fields``: None (all) or a frozenset of the fields to decode;
+        ``rows``: None (all) or exactly the chunk's first ``rows`` rows (a format
+        whose decoder cannot stop early decodes all and slices)."""
         raise NotImplementedError
 
     def _frame_index(self):
@@ -163,11 +165,15 @@ class TrackReader:
                 raise FormatError(f"{self.path}: no field(s) {missing} in this track; it holds {self.stored_fields}")
         return fields
 
-    def _chunk(self, i, fields=None):
+    def _chunk(self, i, fields=None, rows=None):
+        """Chunk ``i``'s arrays (cached: the last chunk decoded), at least its first
+        ``rows`` rows (None: all of them)."""
         ci, cf, arrays = self._cache
-        if ci != i or not (cf is None or (fields is not None and fields <= cf)):
-            arrays = self._decode_chunk(i, fields)
-            arrays["frame_index"] = self.frame_index[self._starts[i] : self._starts[i + 1]]
+        size = int(self._starts[i + 1] - self._starts[i])
+        need = size if rows is None else max(1, min(int(rows), size))
+        if ci != i or not (cf is None or (fields is not None and fields <= cf)) or len(arrays["frame_index"]) < need:
+            arrays = self._decode_chunk(i, fields, None if need == size else need)
+            arrays["frame_index"] = self.frame_index[self._starts[i] : self._starts[i] + need]
             self._cache = (i, fields, arrays)
         if fields is not None and cf != fields:
             arrays = {k: v for k, v in arrays.items() if k in fields or k == "frame_index"}
@@ -217,7 +223,8 @@ class TrackReader:
         if not 0 <= k < len(self):
             raise IndexError(f"row {key} out of range for a track of {len(self)} rows")
         i = int(np.searchsorted(self._starts, k, side="right") - 1)
-        return self._row(self._chunk(i, fields), k - int(self._starts[i]))
+        j = k - int(self._starts[i])
+        return self._row(self._chunk(i, fields, rows=j + 1), j)
 
     def _empty(self, fields):
         if len(self._starts) < 2:
@@ -233,20 +240,26 @@ class TrackReader:
         parts = []
         for i in range(first, last + 1):
             lo, hi = int(self._starts[i]), int(self._starts[i + 1])
-            parts.append(slice_block(self._chunk(i, fields), max(start, lo) - lo, min(stop, hi) - lo))
+            parts.append(slice_block(self._chunk(i, fields, rows=min(stop, hi) - lo), max(start, lo) - lo, min(stop, hi) - lo))
         return copy_block(parts[0]) if len(parts) == 1 else concat_blocks(parts)  # never views of the cache
 
     def _rows(self, rows, fields=None):
+        """Rows at the given positions (any order, repeats allowed), stacked in that
+        order; each chunk involved is decoded once, up to its last row asked."""
         rows = np.asarray(rows, np.int64)
-        parts = []
-        if len(rows):
-            chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
-            for i in np.unique(chunk_of):
-                sel = rows[chunk_of == i] - self._starts[i]
-                parts.append(slice_block(self._chunk(int(i), fields), sel))
-        if not parts:
+        if not len(rows):
             return self._empty(fields)
-        return concat_blocks(parts)
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
+        parts = []
+        for i in np.unique(chunk_of):
+            sel = rows[chunk_of == i] - self._starts[i]
+            parts.append(slice_block(self._chunk(int(i), fields, rows=int(sel[-1]) + 1), sel))
+        block = concat_blocks(parts)
+        if (np.diff(order) < 0).any():
+            block = slice_block(block, np.argsort(order, kind="stable"))
+        return block
 
     def __iter__(self):
         return self.iter_rows()
@@ -317,9 +330,7 @@ class TrackReader:
         fields = self._select(fields)
         if len(rows) and (np.diff(rows) == 1).all():  # the common case: a window
             return self._range(int(rows[0]), int(rows[-1]) + 1, fields)
-        order = np.argsort(rows, kind="stable")
-        block = self._rows(rows[order], fields)
-        return slice_block(block, np.argsort(order, kind="stable"))
+        return self._rows(rows, fields)
 
     def export_arrays(self):
         """All rows flattened for ``numpy.savez`` (see :func:`flat_arrays`): the

@@ -320,6 +320,14 @@ class BodybatchTrackReader(TrackReader):
         layout = self.header.get("layout") or {}
         if not isinstance(layout, dict) or not set(layout) <= set(POINT_GROUPS):
             self._fail(f"malformed point layout (groups {sorted(map(str, layout)) if isinstance(layout, dict) else '?'})")
+        if self.header.get("created_by") == "bodybatch 0.1.0":
+            from bodybatch.codec.streams import points_lost_by_0_1
+
+            for group, entry in layout.items():
+                n = entry.get("n_points") if isinstance(entry, dict) else None
+                if isinstance(n, int) and points_lost_by_0_1(n):
+                    self._fail(f"written by bodybatch 0.1.0, which did not store the last {points_lost_by_0_1(n)} "
+                               f"of the {n} {group}; reconvert it with bodybatch >= 0.2")  # fmt: skip
         self._layout_header, self._layout = layout, {}  # point groups decoded on first use (see _group_layout)
         self.metadata = self.header.get("metadata")
         self.frame_index  # noqa: B018  (decoded and checked now)
@@ -371,10 +379,10 @@ class BodybatchTrackReader(TrackReader):
             out[group] = self._layout[group]
         return out
 
-    def _decode_chunk(self, i, fields=None):
+    def _decode_chunk(self, i, fields=None, rows=None):
         n_rows = int(self._starts[i + 1] - self._starts[i])
         return self._codec.decode_chunk(self._read_chunk(i), self._group_layout(fields), n_rows,
-                                        f"{self.path}: chunk {i}: ", fields=fields)  # fmt: skip
+                                        f"{self.path}: chunk {i}: ", fields=fields, rows=rows)  # fmt: skip
 
     def _stored_fields(self):
         fields = self._index.get("fields")

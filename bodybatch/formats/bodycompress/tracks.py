@@ -13,6 +13,7 @@ import numpy as np
 
 from bodybatch import _msgpack
 from bodybatch._files import publish
+from bodybatch._rows import slice_block
 from bodybatch._version import __version__
 from bodybatch.errors import FormatError, OutputError, TrackError
 from bodybatch.formats._reader import TrackReader
@@ -160,9 +161,11 @@ class CompatTrackReader(TrackReader):
     def _frame_index(self):
         return self._load()["frame_index"]
 
-    def _decode_chunk(self, i, fields=None):
+    def _decode_chunk(self, i, fields=None, rows=None):
         # one compressed stream: every field is decoded (once), ``fields`` only selects
-        return {k: v for k, v in self._load().items() if k != "frame_index" and (fields is None or k in fields)}
+        # (rows: the whole file is one chunk, decoded whole anyway, then sliced)
+        arrays = {k: v for k, v in self._load().items() if k != "frame_index" and (fields is None or k in fields)}
+        return arrays if rows is None else slice_block(arrays, 0, rows)
 
     def _stored_fields(self):
         return set(self._load()) - {"frame_index"}

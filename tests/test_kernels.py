@@ -1,0 +1,96 @@
+"""The compiled decoder (numba, the ``fast`` extra) against the numpy reference decoder:
+the same integers from the same streams, whole chunks and row prefixes."""
+
+import numpy as np
+import pytest
+
+import bodybatch
+from bodybatch.codec import _kernels, predict
+from bodybatch.codec.streams import (
+    _decode_residual_streams, _encode_residual_streams, activity_classes, decode_residual_parts,
+)  # fmt: skip
+from bodybatch.codec.structure import build_structure
+
+numba = pytest.importorskip("numba")
+
+
+def _walk(rng, n_frames, n, d, scale, step):
+    """(T, N, D) integer random walk around a random point cloud (a moving body)."""
+    base = rng.integers(-scale, scale, (n, d))
+    moves = rng.integers(-step, step + 1, (n_frames, n, d)).cumsum(axis=0)
+    drift = rng.integers(-4 * step, 4 * step + 1, (n_frames, 1, d)).cumsum(axis=0)
+    return base[None] + moves + drift
+
+
+@pytest.mark.parametrize(
+    "n, n_frames, d, m, window, scale",
+    [(1, 1, 3, 1, 1, 50), (5, 3, 4, 2, 2, 50), (700, 17, 4, 3, 2, 3000), (2500, 64, 4, 3, 2, 3000),
+     (2500, 40, 3, 4, 3, 3000), (1500, 30, 4, 1, 8, 3000), (1300, 12, 4, 5, 1, 3000),
+     (1100, 9, 4, 3, 2, 2**28)],  # the last one needs int64 work arrays
+)  # fmt: skip
+def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, scale):
+    rng = np.random.default_rng(n + n_frames)
+    x = _walk(rng, n_frames, n, d, scale, max(1, scale // 200))
+    max_abs = int(np.abs(x).max())
+    structure = build_structure(x[0, :, :3], m)
+    res = predict.encode_residuals(x, structure, window, max_abs)
+    res_abs = int(np.abs(res).max())
+    classes = activity_classes(res, res_abs=res_abs)
+    stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
+    streams = _encode_residual_streams(res, classes, 2, stream_dtype)
+    rdtype = predict.work_dtype(max_abs, m, window)
+    reference = predict.decode_residuals(
+        _decode_residual_streams(streams, classes, (n, n_frames, d), rdtype, stream_dtype, ""), structure, window, max_abs
+    )
+    np.testing.assert_array_equal(reference, x)
+    compiled = _kernels._compile(numba)  # whatever BODYBATCH_KERNELS says
+    first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(streams, classes, (n, n_frames, d), stream_dtype, "")
+    levels = np.array(predict.level_windows(n, window), np.int64).reshape(-1, 3)
+    for n_rows in sorted({n_frames, 1, max(1, n_frames // 2)}):
+        xe = np.zeros((n + 1, n_frames, d), rdtype)
+        out = np.empty((n_rows, n, d), rdtype)
+        compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels,
+                           structure.order, n_rows, xe, out)  # fmt: skip
+        np.testing.assert_array_equal(out, x[:n_rows])
+
+
+def test_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch):
+    track = corpus_tracks["nlf_xz_0000/p0"]
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=16)
+    assert _kernels.kernels() is not None
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        compiled = reader.to_arrays()
+    monkeypatch.setenv(_kernels.KERNELS_ENV, "numpy")
+    assert _kernels.kernels() is None
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        reference = reader.to_arrays()
+    assert set(compiled) == set(reference)
+    for key, value in reference.items():
+        if key == "camera":
+            for k, v in value.items():
+                np.testing.assert_array_equal(compiled[key][k], v)
+        else:
+            assert compiled[key].dtype == value.dtype
+            np.testing.assert_array_equal(compiled[key], value)
+
+
+def test_rows_read_one_at_a_time_equal_the_whole_track(tmp_path, corpus_tracks):
+    """Reading row k decodes the chunk's rows 0..k only; later rows of the same chunk
+    extend the cached prefix. Every way of reading gives the same values."""
+    track = corpus_tracks["nlf_zstd_0000/p0"]
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=16)
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        whole = reader.to_arrays()
+        n = len(reader)
+    rows = [5, 2, 9, 15, 16, 0, n - 1, 17]
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        for k in rows:
+            row = reader[k]
+            np.testing.assert_array_equal(row["vertices"], whole["vertices"][k])
+            np.testing.assert_array_equal(row["vertex_uncertainties"], whole["vertex_uncertainties"][k])
+            np.testing.assert_array_equal(row["boxes"], whole["boxes"][k])
+            assert row["frame_index"] == whole["frame_index"][k]
+        part = reader[3:7]  # after a prefix of chunk 0 was cached
+        np.testing.assert_array_equal(part["vertices"], whole["vertices"][3:7])
+        picked = reader.read(np.array([1, 20, 4]), fields="joints")
+        np.testing.assert_array_equal(picked["joints"], whole["joints"][[1, 20, 4]])
