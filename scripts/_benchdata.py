@@ -51,6 +51,28 @@ def synth_dataset(out_dir, videos, frames, people, seed=0, compression="zstd", p
     return sorted(glob.glob(str(out_dir / "*.xz")))[:videos]
 
 
+def dense_body_model(path, n_vertices=15_830, seed=0):
+    """Write (once) a denser variant of ../shared/data/body_model.npz for synth.py
+    ``--model``: the 13,718 vertices plus midpoints of random mesh edges (each skinned
+    like its first endpoint), ``n_vertices`` in all. Returns ``path``."""
+    path = Path(path)
+    if path.exists():
+        return path
+    model = dict(np.load(SHARED / "data" / "body_model.npz"))
+    faces = model["faces"]
+    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
+    extra = n_vertices - model["rest_vertices"].shape[1]
+    pick = edges[np.random.default_rng(seed).choice(len(edges), extra, replace=False)]
+    rest = model["rest_vertices"]
+    model["rest_vertices"] = np.concatenate([rest, (rest[:, pick[:, 0]] + rest[:, pick[:, 1]]) / 2], axis=1)
+    model["weight_index"] = np.concatenate([model["weight_index"], model["weight_index"][pick[:, 0]]])
+    model["weight"] = np.concatenate([model["weight"], model["weight"][pick[:, 0]]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path.with_suffix(".tmp.npz"), **model)
+    os.replace(path.with_suffix(".tmp.npz"), path)
+    return path
+
+
 def raw_float32_bytes(track):
     """Size of the track's arrays as float32 (the 'raw' reference)."""
     n = sum(np.asarray(track[k]).size for k in FIELDS if k in track)

@@ -3,29 +3,37 @@
 Dataset class) vs out of the per-video bodycompress files it was converted from, side
 by side in one process (two worker processes for the windows).
 
-    python scripts/bench_read.py [--data-dir DIR] [--repeats 5] [--windows 400] [--chunk-size 64]
+    python scripts/bench_read.py [--data-dir DIR] [--repeats 5] [--windows 400] [--chunk-size 64] [--no-10min]
 
 Data (generated once into ``--data-dir`` with ../shared/bench/synth.py, zstd): 20
-videos of 100-200 frames with 1-2 people, and one 1,500-frame single-person video;
-both converted with ``bodybatch run`` (bodybatch codec, default settings but
-``--chunk-size``: reading a row decodes its whole chunk).
+videos of 100-200 frames with 1-2 people, one 1,500-frame and one 18,000-frame
+(10 minutes at 30 fps; about 1 GB, several minutes to generate) single-person video,
+and one 222-frame video of a denser 15,830-vertex body (zstd and xz); all converted
+with ``bodybatch run`` (bodybatch codec, default settings but ``--chunk-size``:
+reading row k of a chunk decodes the chunk's rows 0..k).
+
+The compiled decoder (numba, ``pip install bodybatch[fast]``) is used when installed;
+section 4 also times the numpy decoder (``BODYBATCH_KERNELS=numpy``) in the same run.
 
 Prints, fastest of ``--repeats``:
 
-1. one frame from the middle of a track, file opened each time: bodybatch (one
-   chunk) vs bodycompress zstd (decodes from the start), for the long track and a
-   ~100-frame one;
+1. one frame from the middle of a track, file opened each time: bodybatch (part of
+   one chunk) vs bodycompress zstd (decodes from the start), for the 10-minute track,
+   the 1,500-frame track and a ~100-frame one;
 2. joints-only decode of the long track vs its full decode (bodybatch; target >= 20x);
 3. random windows of 16 frames over the 20-video dataset through ``bodybatch.Dataset``
    in 2 worker processes (windows/s; all fields and joints only) vs extracting the
    same frame ranges from the per-video bodycompress files in 2 worker processes;
-4. for information: full decode, person-frames/s, bodybatch vs bodycompress zstd (the
-   20 videos) and xz (../shared/corpus nlf_xz_*, with their bodybatch conversion).
+4. full decode, person-frames/s, bodybatch (compiled and numpy decoders) vs
+   bodycompress: zstd (the 20 videos, ../shared/corpus nlf_zstd_*, the 15,830-vertex
+   video) and xz (../shared/corpus nlf_xz_*, the 15,830-vertex video), each against
+   its own bodybatch conversion.
 """
 
 import argparse
 import glob
 import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
@@ -123,7 +131,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--windows", type=int, default=400)
     ap.add_argument("--chunk-size", type=int, default=64, help="codec.chunk_size of the conversion (default 64)")
+    ap.add_argument("--no-10min", action="store_true", help="leave out the 18,000-frame track (1 GB to generate)")
     args = ap.parse_args()
+    from _benchdata import dense_body_model
     import bodycompress
 
     import bodybatch
@@ -132,14 +142,33 @@ def main():
     videos = synth(data / "synth20", "--videos", "20", "--frames", "100", "200", "--people", "1", "2", "--seed", "14")
     synth(data / "long", "--videos", "1", "--frames", "1500", "1500", "--people", "1", "1", "--seed", "15",
           "--prefix", "long")  # fmt: skip
+    if not args.no_10min:
+        synth(data / "long10min", "--videos", "1", "--frames", "18000", "18000", "--people", "1", "1", "--seed", "16",
+              "--fps", "30", "--prefix", "long10")  # fmt: skip
+    model = dense_body_model(data / "model15830.npz")
+    dense = {}
+    for comp in ("zstd", "xz"):
+        folder = data / f"dense15k_{comp}"
+        if not glob.glob(str(folder / "*.xz")):
+            subprocess.run([sys.executable, str(SHARED / "bench" / "synth.py"), str(folder), "--videos", "1", "--frames",
+                            "222", "222", "--people", "1", "1", "--seed", "17", "--prefix", "dense", "--model",
+                            str(model), "--compression", comp], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        dense[comp] = sorted(glob.glob(str(folder / "*.xz")))
     c = args.chunk_size
     ds_root = convert(data / "synth20", data / "tracks20", chunk_size=c)
     long_root = convert(data / "long", data / "tracks_long", chunk_size=c)
+    long10_root = None if args.no_10min else convert(data / "long10min", data / "tracks_long10min", chunk_size=c)
     corpus_root = convert(SHARED / "corpus", data / "tracks_corpus", "nlf_xz_*.xz", chunk_size=c)
+    corpus_zstd_root = convert(SHARED / "corpus", data / "tracks_corpus_zstd", "nlf_zstd_*.xz", chunk_size=c)
+    dense_root = convert(data / "dense15k_zstd", data / "tracks_dense15k", chunk_size=c)
     r = args.repeats
     size = sum(p.stat().st_size for p in ds_root.rglob("track_*.xz"))
+    from bodybatch.codec import _kernels
+
+    compiled = _kernels.kernels()
+    decoder = f"compiled decoder (numba {compiled.numba_version})" if compiled else "numpy decoder (numba not installed)"
     print(f"bodybatch {bodybatch.__version__}, bodycompress 0.3.0; fastest of {r}; data in {data}; "
-          f"codec.chunk_size {c} (20-video tracks: {size / 2**20:.1f} MiB)\n")
+          f"codec.chunk_size {c} (20-video tracks: {size / 2**20:.1f} MiB); {decoder}\n")
 
     # 1. one frame from the middle of a track
     print("1. one frame from the middle, file opened each time")
@@ -148,14 +177,16 @@ def main():
     ds_all = bodybatch.Dataset(ds_root)
     short = [t for t in range(len(ds_all.tracks)) if ds_all.tracks[t]["video"] == Path(short_video).name]
     short_t = max(short, key=lambda t: ds_all.tracks[t]["n_frames"])
-    cases = [("long track", long_track, glob.glob(str(data / "long" / "*.xz"))[0]),
+    cases = [("1,500-frame track", long_track, glob.glob(str(data / "long" / "*.xz"))[0]),
              (f"{ds_all.tracks[short_t]['n_frames']}-frame track", ds_all.path(short_t), short_video)]  # fmt: skip
+    if long10_root is not None:
+        cases.insert(0, ("10-minute track", min(long10_root.rglob("track_*.xz")), glob.glob(str(data / "long10min" / "*.xz"))[0]))
     for name, track, video in cases:
         with bodybatch.open_track(track) as reader:
             k = len(reader) // 2
             frame = int(reader.frame_index[k])
         t_bb, _ = best(lambda track=track, k=k: bb_frame(track, k), r)
-        t_bc, _ = best(lambda video=video, frame=frame: bc_frame(video, frame), r)
+        t_bc, _ = best(lambda video=video, frame=frame: bc_frame(video, frame), r if frame < 2000 else 1)
         print(f"   {name:18s} (row {k}, video frame {frame}): bodybatch {t_bb * 1e3:7.1f} ms   "
               f"bodycompress zstd {t_bc * 1e3:8.1f} ms   {t_bc / t_bb:6.1f}x")
 
@@ -189,9 +220,14 @@ def main():
               f"{len(pick) / t_bc:6,.1f} windows/s   {t_bc / t_bb:6.1f}x")
 
     # 4. full decode, person-frames/s
-    print("\n4. full decode, person-frames/s (one process)")
-    for name, root, inputs in (("20 videos, zstd", ds_root, videos),
-                               ("corpus nlf_xz_*, xz", corpus_root, sorted(glob.glob(str(SHARED / "corpus" / "nlf_xz_*.xz"))))):  # fmt: skip
+    print("\n4. full decode, person-frames/s (one process); bodybatch compiled / numpy decoder")
+    corpus = sorted(SHARED.glob("corpus/nlf_*.xz"))
+    rows = (("20 videos, zstd", ds_root, videos),
+            ("corpus nlf_zstd_*, zstd", corpus_zstd_root, [str(p) for p in corpus if "zstd" in p.name]),
+            ("15,830 vertices, zstd", dense_root, dense["zstd"]),
+            ("corpus nlf_xz_*, xz", corpus_root, [str(p) for p in corpus if "nlf_xz" in p.name]),
+            ("15,830 vertices, xz", dense_root, dense["xz"]))  # fmt: skip
+    for name, root, inputs in rows:
         tracks = sorted(root.rglob("track_*.xz"))
 
         def bb(tracks=tracks):
@@ -205,9 +241,12 @@ def main():
             return sum(len(f["vertices"]) for v in inputs for f in bodycompress.BodyDecompressor(v))
 
         t_bb, n_bb = best(bb, max(1, r // 2))
+        os.environ[_kernels.KERNELS_ENV] = "numpy"
+        t_np, _ = best(bb, max(1, r // 2))
+        del os.environ[_kernels.KERNELS_ENV]
         t_bc, n_bc = best(bc, max(1, r // 2))
-        print(f"   {name:20s} bodybatch {n_bb / t_bb:7,.0f} ({n_bb} tracked)   bodycompress {n_bc / t_bc:7,.0f} "
-              f"({n_bc} detections)   {n_bb / t_bb / (n_bc / t_bc):4.2f}x")
+        print(f"   {name:24s} bodybatch {n_bb / t_bb:7,.0f} / {n_bb / t_np:7,.0f} ({n_bb} tracked)   bodycompress "
+              f"{n_bc / t_bc:7,.0f} ({n_bc} detections)   {n_bb / t_bb / (n_bc / t_bc):4.2f}x / {n_bb / t_np / (n_bc / t_bc):4.2f}x")
 
 
 if __name__ == "__main__":

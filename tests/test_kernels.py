@@ -46,12 +46,12 @@ def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, s
     compiled = _kernels._compile(numba)  # whatever BODYBATCH_KERNELS says
     first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(streams, classes, (n, n_frames, d), stream_dtype, "")
     levels = np.array(predict.level_windows(n, window), np.int64).reshape(-1, 3)
-    for n_rows in sorted({n_frames, 1, max(1, n_frames // 2)}):
+    for first_row, n_rows in sorted({(0, n_frames), (0, 1), (n_frames // 2, max(1, n_frames // 2 + 1)), (n_frames - 1, n_frames)}):
         xe = np.zeros((n + 1, n_frames, d), rdtype)
-        out = np.empty((n_rows, n, d), rdtype)
+        out = np.empty((n_rows - first_row, n, d), rdtype)
         compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels,
-                           structure.order, n_rows, xe, out)  # fmt: skip
-        np.testing.assert_array_equal(out, x[:n_rows])
+                           structure.order, first_row, n_rows, xe, out)  # fmt: skip
+        np.testing.assert_array_equal(out, x[first_row:n_rows])
 
 
 def test_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch):

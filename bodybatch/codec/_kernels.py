@@ -60,10 +60,8 @@ def _make_decode_v1(numba, M, D):
     N_XYZ = min(3, D)
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def decode_v1(first, rest_xyz, rest_unc, sorted_pos, parents, levels, order, n_rows, xe,
-                  out):  # fmt: skip
-        """v1 predictor decode of one point group (see :mod:`bodybatch.codec.predict`),
-        dequantized into float32.
+    def decode_v1(first, rest_xyz, rest_unc, sorted_pos, parents, levels, order, first_row, n_rows, xe, out):
+        """v1 predictor decode of one point group (see :mod:`bodybatch.codec.predict`).
 
         first : (N, D) residuals of frame 0, stored order.
         rest_xyz, rest_unc : (N, T-1, 3) and (N, T-1, D-3) residuals of frames 1..,
@@ -71,11 +69,9 @@ def _make_decode_v1(numba, M, D):
             ``p``'s row).
         parents : (N, M) parent positions (N: the zero point); levels : (L, 3) rows of
             (lo, hi, window); order : (N,) stored position -> original index.
-        n_rows : decode frames ``[0, n_rows)`` only.
-        xe : (N + 1, T, D) work array, point-major (row N must be zero).
-        out_xyz (n_rows, N, 3), out_unc (n_rows, N): ``float32(x / factor)`` and
-        ``float32(x / unc_factor)``; ``inv_factor``: 1 / factor when that is exact
-        (factor a power of two), else 0.
+        first_row, n_rows : predict frames ``[0, n_rows)``, output ``[first_row, n_rows)``.
+        xe : (N + 1, >= n_rows, D) work array, point-major (row N must be zero).
+        out : (n_rows - first_row, N, D) decoded integers, original point order.
         """
         obuf = np.zeros((max(n_rows, 1), D), np.int64)  # O[t] = M x[t] - C[t] of one point
         for li in range(levels.shape[0]):
@@ -110,6 +106,7 @@ def _make_decode_v1(numba, M, D):
                                 x = num // (M * kt) + r
                         obuf[t, c] = M * x - cs
                         xe[p, t, c] = x
-                        out[t, op, c] = x
+                        if t >= first_row:
+                            out[t - first_row, op, c] = x
 
     return decode_v1

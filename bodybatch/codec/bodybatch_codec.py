@@ -321,8 +321,9 @@ class BodybatchCodec(Codec):
         """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows: a dict of
         ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
 
-        ``rows`` (None: all): return only the first ``rows`` rows; the compiled v1
-        decoder then stops its recurrence there (reading row ``k`` costs ``k + 1`` rows).
+        ``rows`` (None: all): a ``slice(start, stop)`` of the rows to return; the
+        compiled v1 decoder runs its recurrence up to ``stop`` only and keeps the rows
+        from ``start`` on (reading row ``k`` costs ``k + 1`` rows of prediction).
 
         ``fields`` (collection of names, None: all): decode only these; a point group
         whose coordinates and uncertainties are both left out is skipped, its streams
@@ -345,8 +346,8 @@ class BodybatchCodec(Codec):
                     x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs, f"{where}{group}: ")
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
-                if rows is not None and len(x) > rows:
-                    x = x[:rows]
+                if rows is not None and len(x) == n_frames:  # a decoder that cannot stop early
+                    x = x[rows]
                 if x.size and max(int(x.max()), -int(x.min())) > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
                 out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
@@ -354,10 +355,10 @@ class BodybatchCodec(Codec):
                     out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
             for name, entry in encoded.get("arrays", {}).items():
                 if fields is None or name in fields:
-                    out[name] = _decode_array(entry, n_frames, f"{where}{name}")[:rows]
+                    out[name] = _decode_array(entry, n_frames, f"{where}{name}")[rows or slice(None)]
             if "camera" in encoded and (fields is None or "camera" in fields):
                 out["camera"] = {
-                    k: _decode_array(v, n_frames, f"{where}camera.{k}")[:rows]
+                    k: _decode_array(v, n_frames, f"{where}camera.{k}")[rows or slice(None)]
                     for k, v in encoded["camera"].items()
                 }
         except (KeyError, TypeError, AttributeError) as exc:
@@ -368,7 +369,7 @@ class BodybatchCodec(Codec):
 
     def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None):
         """Format 1: one point group's (T, N, D) integers from its chunk entry (the
-        compiled decoder: only the first ``rows`` rows when given)."""
+        compiled decoder: only the rows of the slice ``rows`` when given)."""
         n, d = g["n_points"], g["n_dims"]
         structure = g["structure"]
         rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
@@ -379,11 +380,12 @@ class BodybatchCodec(Codec):
                 entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: "
             )
             levels = np.array(predict.level_windows(n, self.window), np.int64).reshape(-1, 3)
-            xe = np.zeros((n + 1, n_frames, d), rdtype)
-            n_rows = n_frames if rows is None else min(rows, n_frames)
-            out = np.empty((n_rows, n, d), rdtype)
+            start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
+            xe = np.empty((n + 1, stop, d), rdtype)
+            xe[n] = 0  # the virtual zero point; every other row is written before it is read
+            out = np.empty((stop - start, n, d), rdtype)
             compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents,
-                               levels, structure.order, n_rows, xe, out)  # fmt: skip
+                               levels, structure.order, start, stop, xe, out)  # fmt: skip
             return out
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "

@@ -107,14 +107,14 @@ class TrackReader:
         self.fields = check_fields(fields)
         self.metadata = None
         self._starts = np.zeros(1, np.int64)  # first row of each chunk, then the row count
-        self._cache = (None, None, None)  # chunk number, fields decoded (None: all), arrays
+        self._cache = (None, None, 0, 0, None)  # chunk, fields decoded (None: all), rows start:stop, arrays
 
     # -- what a format supplies ------------------------------------------------------------
     def _decode_chunk(self, i, fields=None, rows=None):
         """Chunk ``i`` as a dict of stacked arrays (camera: dict of arrays), no
         frame_index; ``fields``: None (all) or a frozenset of the fields to decode;
-        ``rows``: None (all) or exactly the chunk's first ``rows`` rows (a format
-        whose decoder cannot stop early decodes all and slices)."""
+        ``rows``: None (all) or a ``slice(start, stop)`` of the chunk's rows: return
+        exactly those (a format whose decoder cannot stop early decodes all and slices)."""
         raise NotImplementedError
 
     def _frame_index(self):
@@ -165,19 +165,25 @@ class TrackReader:
                 raise FormatError(f"{self.path}: no field(s) {missing} in this track; it holds {self.stored_fields}")
         return fields
 
-    def _chunk(self, i, fields=None, rows=None):
-        """Chunk ``i``'s arrays (cached: the last chunk decoded), at least its first
-        ``rows`` rows (None: all of them)."""
-        ci, cf, arrays = self._cache
+    def _chunk(self, i, fields=None, start=0, stop=None):
+        """Rows ``start:stop`` (None: to the end) of chunk ``i`` at least, as
+        ``(arrays, first)``: ``arrays`` hold the chunk's rows from row ``first`` on.
+        The last chunk decoded is cached; a decoder that can stop early is asked for
+        the rows wanted only (reading row k of a chunk decodes its rows 0..k)."""
+        ci, cf, c_start, c_stop, arrays = self._cache
         size = int(self._starts[i + 1] - self._starts[i])
-        need = size if rows is None else max(1, min(int(rows), size))
-        if ci != i or not (cf is None or (fields is not None and fields <= cf)) or len(arrays["frame_index"]) < need:
-            arrays = self._decode_chunk(i, fields, None if need == size else need)
-            arrays["frame_index"] = self.frame_index[self._starts[i] : self._starts[i] + need]
-            self._cache = (i, fields, arrays)
+        stop = size if stop is None else min(int(stop), size)
+        start = min(int(start), stop - 1)
+        fields_ok = cf is None or (fields is not None and fields <= cf)
+        if ci != i or not fields_ok or not c_start <= start < stop <= c_stop:
+            whole = start == 0 and stop == size
+            arrays = self._decode_chunk(i, fields, None if whole else slice(start, stop))
+            arrays["frame_index"] = self.frame_index[self._starts[i] + start : self._starts[i] + stop]
+            self._cache = (i, fields, start, stop, arrays)
+            c_start, cf = start, fields
         if fields is not None and cf != fields:
             arrays = {k: v for k, v in arrays.items() if k in fields or k == "frame_index"}
-        return arrays
+        return arrays, c_start
 
     def _row(self, arrays, j):
         out = {k: ({ck: cv[j] for ck, cv in v.items()} if k == "camera" else v[j]) for k, v in arrays.items()}
@@ -224,12 +230,13 @@ class TrackReader:
             raise IndexError(f"row {key} out of range for a track of {len(self)} rows")
         i = int(np.searchsorted(self._starts, k, side="right") - 1)
         j = k - int(self._starts[i])
-        return self._row(self._chunk(i, fields, rows=j + 1), j)
+        arrays, first = self._chunk(i, fields, j, j + 1)
+        return self._row(arrays, j - first)
 
     def _empty(self, fields):
         if len(self._starts) < 2:
             return {"frame_index": np.zeros(0, np.int64)}
-        return slice_block(self._chunk(0, fields), 0, 0)
+        return slice_block(self._chunk(0, fields, 0, 1)[0], 0, 0)
 
     def _range(self, start, stop, fields):
         """Rows ``start:stop`` (step 1), decoding only the chunks they overlap."""
@@ -240,7 +247,9 @@ class TrackReader:
         parts = []
         for i in range(first, last + 1):
             lo, hi = int(self._starts[i]), int(self._starts[i + 1])
-            parts.append(slice_block(self._chunk(i, fields, rows=min(stop, hi) - lo), max(start, lo) - lo, min(stop, hi) - lo))
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            arrays, first = self._chunk(i, fields, a, b)
+            parts.append(slice_block(arrays, a - first, b - first))
         return copy_block(parts[0]) if len(parts) == 1 else concat_blocks(parts)  # never views of the cache
 
     def _rows(self, rows, fields=None):
@@ -255,7 +264,8 @@ class TrackReader:
         parts = []
         for i in np.unique(chunk_of):
             sel = rows[chunk_of == i] - self._starts[i]
-            parts.append(slice_block(self._chunk(int(i), fields, rows=int(sel[-1]) + 1), sel))
+            arrays, first = self._chunk(int(i), fields, int(sel[0]), int(sel[-1]) + 1)
+            parts.append(slice_block(arrays, sel - first))
         block = concat_blocks(parts)
         if (np.diff(order) < 0).any():
             block = slice_block(block, np.argsort(order, kind="stable"))
@@ -274,7 +284,7 @@ class TrackReader:
         """
         fields = self._select(fields)
         for i in range(len(self._starts) - 1):
-            arrays = self._chunk(i, fields)
+            arrays, _ = self._chunk(i, fields)
             for j in range(int(self._starts[i + 1] - self._starts[i])):
                 yield self._row(arrays, j)
 
@@ -359,7 +369,7 @@ class TrackReader:
         return out
 
     def close(self):
-        self._cache = (None, None, None)
+        self._cache = (None, None, 0, 0, None)
         self._close()
 
     def __enter__(self):

@@ -165,7 +165,7 @@ class CompatTrackReader(TrackReader):
         # one compressed stream: every field is decoded (once), ``fields`` only selects
         # (rows: the whole file is one chunk, decoded whole anyway, then sliced)
         arrays = {k: v for k, v in self._load().items() if k != "frame_index" and (fields is None or k in fields)}
-        return arrays if rows is None else slice_block(arrays, 0, rows)
+        return arrays if rows is None else slice_block(arrays, rows.start, rows.stop)
 
     def _stored_fields(self):
         return set(self._load()) - {"frame_index"}
