@@ -68,8 +68,9 @@ def _encode_group_v2(x, structure, n_lags, level, max_abs):
     }
 
 
-def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where):
-    """Invert :func:`_encode_group_v2`: (T, N, D) integers in original point order.
+def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where, rows=None):
+    """Invert :func:`_encode_group_v2`: (T, N, D) integers in original point order
+    (the compiled decoder, when there: the first ``rows`` rows only, when given).
 
     The residuals are decoded in sorted layout (no scatter); the temporal step runs
     there as is (weights are per block) and the spatial step with the parents and
@@ -115,7 +116,7 @@ def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where)
         parents = structure.parents
         inverse = np.empty(n, np.intp)
         inverse[structure.order] = np.arange(n)
-    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs)
+    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs, _kernels.kernels(), rows)
     if x is None:
         raise FormatError(f"{where}decoded residuals exceed their bound")
     return x
@@ -321,8 +322,8 @@ class BodybatchCodec(Codec):
         """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows: a dict of
         ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
 
-        ``rows`` (None: all): return only the first ``rows`` rows; the compiled v1
-        decoder then stops its recurrence there (reading row ``k`` costs ``k + 1`` rows).
+        ``rows`` (None: all): return only the first ``rows`` rows; the compiled
+        decoders then stop their recurrences there (reading row ``k`` costs ``k + 1`` rows).
 
         ``fields`` (collection of names, None: all): decode only these; a point group
         whose coordinates and uncertainties are both left out is skipped, its streams
@@ -342,7 +343,8 @@ class BodybatchCodec(Codec):
                     raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
                 d = g["n_dims"]
                 if self.predictor == 2:
-                    x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs, f"{where}{group}: ")
+                    x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs,
+                                         f"{where}{group}: ", rows)  # fmt: skip
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
                 if rows is not None and len(x) > rows:
