@@ -281,7 +281,8 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs, kernels=None,
     kernels : namespace from :func:`bodybatch.codec._kernels.kernels`, optional
         Run the temporal and spatial steps compiled (the same integers).
     n_rows : int, optional
-        With ``kernels``: decode frames ``[0, n_rows)`` only (default: all).
+        With ``kernels``: decode (and check the bound on) frames ``[0, n_rows)``
+        only (default: all).
 
     Returns
     -------
