@@ -57,6 +57,7 @@ def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, s
 def test_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch):
     track = corpus_tracks["nlf_xz_0000/p0"]
     bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=16)
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
     assert _kernels.kernels() is not None
     with bodybatch.open_track(tmp_path / "t.xz") as reader:
         compiled = reader.to_arrays()
@@ -94,3 +95,111 @@ def test_rows_read_one_at_a_time_equal_the_whole_track(tmp_path, corpus_tracks):
         np.testing.assert_array_equal(part["vertices"], whole["vertices"][3:7])
         picked = reader.read(np.array([1, 20, 4]), fields="joints")
         np.testing.assert_array_equal(picked["joints"], whole["joints"][[1, 20, 4]])
+
+
+# -- codec v2 -----------------------------------------------------------------------------
+
+
+def _v2_chunk(n, n_frames, d, m, n_lags, scale, seed=0):
+    """(x, structure, blocks, residuals, weights, s_abs, work dtype) of a random walk."""
+    from bodybatch.codec import predict2
+    from bodybatch.codec.streams import _blocks, _components
+
+    rng = np.random.default_rng(seed)
+    x = _walk(rng, n_frames, n, d, scale, max(1, scale // 200))
+    max_abs = int(np.abs(x).max())
+    structure = build_structure(x[0, :, :3], m)
+    blocks = _blocks(n)
+    res, weights, s_abs = predict2.encode_residuals(x, structure, blocks, _components(d), n_lags, max_abs)
+    return x, structure, blocks, res, weights, s_abs, predict2.decode_dtype(s_abs, n_lags, max_abs, m)
+
+
+def _v2_decode(structure, blocks, res, weights, s_abs, dtype, kernels, n_rows=None):
+    from bodybatch.codec import predict2
+
+    n_frames, n, d = res.shape
+    xe = np.zeros((n_frames, n + 1, d), dtype)
+    xe[:, :n] = res
+    inverse = np.empty(n, np.intp)
+    inverse[structure.order] = np.arange(n)
+    return predict2.decode_residuals(xe, inverse, structure.parents, blocks, weights, s_abs, kernels, n_rows)
+
+
+@pytest.mark.parametrize(
+    "n, n_frames, d, m, n_lags, scale",
+    [(1, 2, 3, 1, 1, 50), (5, 5, 4, 3, 4, 50), (600, 1, 4, 3, 4, 3000), (600, 2, 3, 3, 4, 3000),
+     (600, 130, 4, 4, 8, 3000), (2500, 5, 4, 3, 1, 3000), (2500, 130, 4, 3, 4, 3000), (2500, 130, 3, 1, 8, 3000),
+     (700, 17, 4, 3, 4, 2**28), (600, 130, 3, 4, 8, 2**27)],  # the last two need int64 work arrays
+)  # fmt: skip
+def test_v2_kernels_decode_the_numpy_decoders_integers(n, n_frames, d, m, n_lags, scale):
+    x, structure, blocks, res, weights, s_abs, dtype = _v2_chunk(n, n_frames, d, m, n_lags, scale, n + n_frames)
+    assert (dtype == np.int64) == (scale > 2**20)
+    np.testing.assert_array_equal(_v2_decode(structure, blocks, res, weights, s_abs, dtype, None), x)
+    compiled = _kernels._compile(numba)  # whatever BODYBATCH_KERNELS says
+    for n_rows in sorted({n_frames, 1, 2, max(1, n_frames // 2)}):
+        out = _v2_decode(structure, blocks, res, weights, s_abs, dtype, compiled, n_rows)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, x[:n_rows])
+
+
+@pytest.mark.parametrize("m", [2, 4, 6])
+def test_v2_kernels_take_any_spatial_weights(monkeypatch, m):
+    """The kernels take the per-point weights as an array: other interpolation weights
+    (here random ones within the bounds, for any number of parents) decode the same."""
+    from bodybatch.codec import predict2
+
+    rng = np.random.default_rng(m)
+
+    def random_weights(x0, parents):
+        w = rng.integers(-predict2.MIN_SPATIAL, predict2.MAX_SPATIAL // 2, parents.shape)
+        w[:, -1] = predict2.SPATIAL_ONE - w[:, :-1].sum(axis=1)
+        return np.clip(w, -predict2.MIN_SPATIAL, predict2.MAX_SPATIAL)  # rows need not sum to 64
+
+    monkeypatch.setattr(predict2, "spatial_weights", random_weights)
+    x, structure, blocks, res, weights, s_abs, dtype = _v2_chunk(900, 33, 4, m, 3, 3000)
+    compiled = _kernels._compile(numba)
+    for kernels in (None, compiled):
+        rng = np.random.default_rng(m)  # the same weights for both decoders
+        np.testing.assert_array_equal(_v2_decode(structure, blocks, res, weights, s_abs, dtype, kernels), x)
+
+
+@pytest.mark.parametrize("frame, value", [(1, 10**6), (7, -(2**31) + 5), (32, 2**31 - 3), (20, 5)])
+def test_v2_kernels_refuse_what_the_numpy_decoder_refuses(frame, value):
+    """A corrupt residual beyond the bound (or a too small bound): both decoders return
+    None, also when int32 sums would wrap around."""
+    x, structure, blocks, res, weights, s_abs, dtype = _v2_chunk(600, 33, 4, 3, 4, 3000)
+    assert dtype == np.int32
+    res = res.astype(np.int64)
+    res[frame, 100, 1] = value
+    res = res.astype(dtype)  # (wrapping like a corrupt int32 stream would)
+    bound = s_abs if value != 5 else s_abs // 2
+    compiled = _kernels._compile(numba)
+    assert _v2_decode(structure, blocks, res, weights, bound, dtype, None) is None
+    assert _v2_decode(structure, blocks, res, weights, bound, dtype, compiled) is None
+
+
+def test_v2_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch):
+    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+
+    track = corpus_tracks["nlf_xz_0000/p0"]
+    bodybatch.write_track(tmp_path / "t.xz", track, **{**V2_OPTIONS, "chunk_size": 16})
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    assert _kernels.kernels() is not None
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        compiled = reader.to_arrays()
+        rows = [reader[k] for k in (5, 2, 9, 15, 16, 0, 17)]  # row prefixes of chunks
+    monkeypatch.setenv(_kernels.KERNELS_ENV, "numpy")
+    assert _kernels.kernels() is None
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        reference = reader.to_arrays()
+    assert set(compiled) == set(reference)
+    for key, value in reference.items():
+        if key == "camera":
+            for k, v in value.items():
+                np.testing.assert_array_equal(compiled[key][k], v)
+        else:
+            assert compiled[key].dtype == value.dtype
+            np.testing.assert_array_equal(compiled[key], value)
+    for k, row in zip((5, 2, 9, 15, 16, 0, 17), rows):
+        for key in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties"):
+            np.testing.assert_array_equal(row[key], reference[key][k])

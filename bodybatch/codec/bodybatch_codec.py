@@ -68,8 +68,9 @@ def _encode_group_v2(x, structure, n_lags, level, max_abs):
     }
 
 
-def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where):
-    """Invert :func:`_encode_group_v2`: (T, N, D) integers in original point order.
+def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where, rows=None):
+    """Invert :func:`_encode_group_v2`: (T, N, D) integers in original point order
+    (``rows``: a slice of the rows to return; the compiled decoder stops at its end).
 
     The residuals are decoded in sorted layout (no scatter); the temporal step runs
     there as is (weights are per block) and the spatial step with the parents and
@@ -115,10 +116,11 @@ def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where)
         parents = structure.parents
         inverse = np.empty(n, np.intp)
         inverse[structure.order] = np.arange(n)
-    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs)
+    stop = None if rows is None else rows.stop
+    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs, _kernels.kernels(), stop)
     if x is None:
         raise FormatError(f"{where}decoded residuals exceed their bound")
-    return x
+    return x if rows is None else x[rows.start : rows.stop]
 
 
 #: VertexStructure -> its coded (curve, steps) header streams, while it is in use.
@@ -322,8 +324,8 @@ class BodybatchCodec(Codec):
         ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
 
         ``rows`` (None: all): a ``slice(start, stop)`` of the rows to return; the
-        compiled v1 decoder runs its recurrence up to ``stop`` only and keeps the rows
-        from ``start`` on (reading row ``k`` costs ``k + 1`` rows of prediction).
+        compiled decoders run their recurrences up to ``stop`` only (reading row ``k``
+        costs ``k + 1`` rows of prediction).
 
         ``fields`` (collection of names, None: all): decode only these; a point group
         whose coordinates and uncertainties are both left out is skipped, its streams
@@ -343,11 +345,10 @@ class BodybatchCodec(Codec):
                     raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
                 d = g["n_dims"]
                 if self.predictor == 2:
-                    x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs, f"{where}{group}: ")
+                    x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs,
+                                         f"{where}{group}: ", rows)  # fmt: skip
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
-                if rows is not None and len(x) == n_frames:  # a decoder that cannot stop early
-                    x = x[rows]
                 if x.size and max(int(x.max()), -int(x.min())) > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
                 out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
@@ -368,14 +369,14 @@ class BodybatchCodec(Codec):
         return out
 
     def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None):
-        """Format 1: one point group's (T, N, D) integers from its chunk entry (the
-        compiled decoder: only the rows of the slice ``rows`` when given)."""
+        """Format 1: one point group's (T, N, D) integers from its chunk entry; ``rows``:
+        a slice of the rows to return (the compiled decoder stops at its end)."""
         n, d = g["n_points"], g["n_dims"]
         structure = g["structure"]
         rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
         classes, stream_dtype = _classes_and_dtype(entry, n, f"{where}: ")
         compiled = _kernels.kernels()
-        if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
+        if compiled is not None:
             first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(
                 entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: "
             )
@@ -390,4 +391,5 @@ class BodybatchCodec(Codec):
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
         )
-        return predict.decode_residuals(res, g["structure"], self.window, max_abs)
+        x = predict.decode_residuals(res, g["structure"], self.window, max_abs)
+        return x if rows is None else x[rows.start : rows.stop]

@@ -261,7 +261,7 @@ def decode_dtype(s_abs, n_lags, max_abs, n_parents):
     return np.promote_types(work_dtype(s_abs, n_lags), _spatial_dtype(max_abs, n_parents))
 
 
-def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
+def decode_residuals(xe, inverse, parents, blocks, weights, s_abs, kernels=None, n_rows=None):
     """Invert :func:`encode_residuals`.
 
     Parameters
@@ -278,10 +278,16 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     weights : (len(blocks), n_groups, L) int array (component groups: [0, 3), [3, D)).
     s_abs : int
         The encoder's bound on |s| (values beyond it are an error).
+    kernels : namespace from :func:`bodybatch.codec._kernels.kernels`, optional
+        Run the temporal and spatial steps compiled (the same integers).
+    n_rows : int, optional
+        With ``kernels``: decode (and check the bound on) frames ``[0, n_rows)``
+        only (default: all).
 
     Returns
     -------
-    x : ndarray, shape (T, N, D), original order; None when a spatial residual exceeds ``s_abs``.
+    x : ndarray, shape (T, N, D) (``(n_rows, N, D)``), original order; None when a
+        spatial residual exceeds ``s_abs``.
     """
     n_frames, n, d = xe.shape
     n -= 1
@@ -293,10 +299,13 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     for lo, hi in level_bounds(n):
         xe[:1, lo:hi] += _parent_pred(xe[:1], parents[lo:hi])
     x0 = xe[0].copy()
-    if n_frames == 1:
-        return _gather(xe, inverse)
+    n_rows = n_frames if n_rows is None or kernels is None else max(1, min(n_rows, n_frames))
+    if n_rows == 1:
+        return _gather(xe[:1], inverse)
     vw = _value_weights(x0, parents, d, xe.dtype)
     s[0] -= _weighted_pred(xe[:1], parents, vw)[0]
+    if kernels is not None:
+        return _decode_compiled(kernels, xe, x0, inverse, parents, vw, blocks, weights, s_abs, n_rows)
     # Temporal: all points at once, frame by frame.
     planes = _weight_planes(weights, blocks, groups, n, d, xe.dtype)
     acc = np.empty((n, d), xe.dtype)
@@ -320,3 +329,18 @@ def decode_residuals(xe, inverse, parents, blocks, weights, s_abs):
     for lo, hi in level_bounds(n):
         rest[:, lo:hi] += _weighted_pred(rest, parents[lo:hi], vw[lo:hi], work)
     return _gather(xe, inverse)
+
+
+def _decode_compiled(kernels, xe, x0, inverse, parents, vw, blocks, weights, s_abs, n_rows):
+    """Frames ``[0, n_rows)`` of :func:`decode_residuals` by the compiled temporal and
+    spatial steps (``xe[:, :N]`` holds s, frame 0 included; ``x0`` the decoded frame 0)."""
+    n, d = len(parents), xe.shape[2]
+    block_bounds = np.array(blocks, np.int64).reshape(-1, 2)
+    flat = xe.reshape(len(xe), -1)
+    if kernels.temporal_v2(d, weights.shape[2], xe.dtype, flat, weights, block_bounds, n_rows) > s_abs:
+        return None
+    xe[0] = x0
+    levels = np.array(level_bounds(n), np.int64).reshape(-1, 2)
+    out = np.empty((n_rows, n, d), xe.dtype)
+    kernels.spatial_v2(parents.shape[1], d, xe.dtype, xe, vw, parents, levels, inverse, n_rows, out)
+    return out
