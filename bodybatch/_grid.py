@@ -176,6 +176,13 @@ def quantize_into(values, factor, name, out):
 MAX_EXACT_FLOAT32 = 2**24
 
 
+def dequantize_scale(factor):
+    """``(scale, divide)`` as the compiled dequantizer takes them: ``(1 / factor,
+    False)`` when multiplying by it in float32 is exact (factor a power of two), else
+    ``(factor, True)``: divide in float64, then round to float32 (as :func:`dequantize`)."""
+    return (1.0 / factor, False) if math.frexp(factor)[0] == 0.5 else (float(factor), True)
+
+
 def dequantize(q, factor, max_abs=None):
     """Grid indices back to values: ``q / factor`` rounded to float32 when exactly
     representable (|q| <= 2**24), else float64, matching bodycompress.

@@ -54,9 +54,14 @@ def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, s
         np.testing.assert_array_equal(out, x[first_row:n_rows])
 
 
-def test_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch):
-    track = corpus_tracks["nlf_xz_0000/p0"]
-    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=16)
+@pytest.mark.parametrize("options, drop", [
+    ({}, ()),
+    ({"quantization_mm": 0.3, "uncertainty_quantization_mm": 0.7}, ()),  # grid factors not powers of two
+    ({"quantization_mm": 2.0}, ("vertex_uncertainties", "joint_uncertainties")),  # D = 3
+])  # fmt: skip
+def test_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch, options, drop):
+    track = {k: v for k, v in corpus_tracks["nlf_xz_0000/p0"].items() if k not in drop}
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=16, **options)
     monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
     assert _kernels.kernels() is not None
     with bodybatch.open_track(tmp_path / "t.xz") as reader:

@@ -44,6 +44,7 @@ def _compile(numba):
         decode_v1=_Specialized(numba, _make_decode_v1),
         temporal_v2=_Specialized(numba, _make_temporal_v2, 3),
         spatial_v2=_Specialized(numba, _make_spatial_v2, 3),
+        dequantize=_Specialized(numba, _make_dequantize, 1),
         numba_version=numba.__version__,
     )
 
@@ -233,3 +234,30 @@ def _make_spatial_v2(numba, M, D, dtype):
                     frame[i, c] = row[q, c]
 
     return spatial_v2
+
+
+def _make_dequantize(numba, D):
+    import numpy as np
+
+    N_XYZ = min(3, D)
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def dequantize(x, scale, divide, unc_scale, unc_divide, xyz, unc):
+        """One pass over decoded integers ``x (T, N, D)``: ``xyz (T, N, 3)`` and ``unc
+        (T, N)`` float32 values, exactly as :func:`bodybatch._grid.dequantize` (a
+        ``divide`` factor: ``float32(x / scale)`` in float64; else ``x * scale`` in
+        float32, exact for a power-of-two factor). Returns max |x| (the caller's bound
+        check)."""
+        top = 0
+        for t in range(x.shape[0]):
+            for p in range(x.shape[1]):
+                for c in range(D):
+                    q = x[t, p, c]
+                    top = max(top, abs(q))
+                    if c < N_XYZ:
+                        xyz[t, p, c] = np.float32(q / scale) if divide else np.float32(q) * np.float32(scale)
+                    else:
+                        unc[t, p] = np.float32(q / unc_scale) if unc_divide else np.float32(q) * np.float32(unc_scale)
+        return top
+
+    return dequantize

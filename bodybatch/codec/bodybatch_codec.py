@@ -349,11 +349,21 @@ class BodybatchCodec(Codec):
                                          f"{where}{group}: ", rows)  # fmt: skip
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
-                if x.size and max(int(x.max()), -int(x.min())) > max_abs:
+                compiled = _kernels.kernels()
+                if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
+                    values = np.empty(x.shape[:2] + (3,), np.float32), np.empty(x.shape[:2], np.float32)
+                    top = compiled.dequantize(d, x, *_grid.dequantize_scale(factor), *_grid.dequantize_scale(unc_factor),
+                                              *values)  # fmt: skip
+                    out[coord], out[unc] = values
+                else:
+                    top = max(int(x.max()), -int(x.min())) if x.size else 0
+                    out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
+                    if d == 4:
+                        out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
+                if top > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
-                out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
-                if d == 4:
-                    out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
+                if d == 3:
+                    out.pop(unc, None)
             for name, entry in encoded.get("arrays", {}).items():
                 if fields is None or name in fields:
                     out[name] = _decode_array(entry, n_frames, f"{where}{name}")[rows or slice(None)]
