@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import _kernels, entropy, predict, predict2
+from bodybatch.codec import _kernels, entropy, group3, predict, predict2
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
     MAX_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _decode_array, _decode_residual_streams,
@@ -26,7 +26,7 @@ from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classe
 from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
 
-__all__ = ["BodybatchCodec", "POINT_GROUPS", "V2_OPTIONS"]
+__all__ = ["BodybatchCodec", "POINT_GROUPS", "V2_OPTIONS", "V2_0_OPTIONS"]
 
 #: group name -> (coordinate field in mm, uncertainty field in m)
 POINT_GROUPS = {
@@ -36,8 +36,11 @@ POINT_GROUPS = {
 #: Bound that keeps a hostile header from driving allocations.
 MAX_CHUNK_ROWS = 1 << 13
 
-#: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``).
-V2_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
+#: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``): the
+#: fixed-point predictor (format 3.0) with 8 temporal lags.
+V2_OPTIONS = {"predictor": 3, "chunk_size": 128, "n_parents": 3, "window": 8}
+#: The format 2.0 options of bodybatch 0.2 (``predictor=2``), kept for comparison.
+V2_0_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
 
 def _encode_group_v2(x, structure, n_lags, level, max_abs):
     """Format 2: one point group's chunk entry (see :mod:`bodybatch.codec.predict2`).
@@ -149,8 +152,9 @@ class BodybatchCodec(Codec):
     predictor : int or None
         None (or 1): the v1 predictor, format 1.x. 2: the separable v2 predictor
         (:mod:`bodybatch.codec.predict2`; ``window`` is its number of temporal lags),
-        written as format 2.0, which bodybatch releases before it reject. v2 is made
-        for ``chunk_size=128, n_parents=3, window=4`` (:data:`V2_OPTIONS`).
+        written as format 2.0. 3: its fixed-point form (:mod:`bodybatch.codec.predict3`,
+        ~3% smaller), format 3.0. Releases before a format reject it. Made for
+        ``chunk_size=128, n_parents=3, window=8`` (:data:`V2_OPTIONS`).
     """
 
     codec_id = "bodybatch"
@@ -162,7 +166,7 @@ class BodybatchCodec(Codec):
         CodecOption("n_parents", int, 3, "spatial parents per vertex", 1, 16),
         CodecOption("window", int, 2, "frames the temporal predictor averages", 1, 8),
         CodecOption("level", int, 8, "entropy coder effort", 0, 12),
-        CodecOption("predictor", int, None, "predictor version: 1 (unset) or 2 (format 2.0, smaller)", 1, 2),
+        CodecOption("predictor", int, None, "predictor: 1 (unset), 2 (format 2.0) or 3 (format 3.0, smallest)", 1, 3),
     )
     grid_fields = ("vertices", "vertex_uncertainties")
 
@@ -175,8 +179,8 @@ class BodybatchCodec(Codec):
 
     @property
     def format_major(self):
-        """Major version of the track format this codec's chunks need (2: v2 predictor)."""
-        return 2 if self.predictor == 2 else 1
+        """Major version of the track format this codec's chunks need (2, 3: v2 predictors)."""
+        return self.predictor or 1
 
     def factors(self):
         """Grid factors (grid steps per unit): coordinates per mm, uncertainties per m."""
@@ -206,11 +210,13 @@ class BodybatchCodec(Codec):
             if coord not in first:
                 continue
             n_points = first[coord].shape[1]
-            key = (group, n_points, self.n_parents)
+            key = (group, n_points, self.n_parents) + (("sorted",) if self.predictor == 3 else ())
             structure = structures.get(key) if structures is not None else None
             if structure is None:
                 points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
                 structure = build_structure(points, self.n_parents)
+                if self.predictor == 3:
+                    structure = group3.sorted_parents(structure)
                 if structures is not None:
                     structures[key] = structure
             layout[group] = {"n_points": n_points, "n_dims": 3 + (unc in first), "structure": structure}
@@ -220,11 +226,14 @@ class BodybatchCodec(Codec):
         """Layout -> msgpack-ready map (structure as compact coded integer arrays)."""
         out = {}
         for group, g in layout.items():
-            coded = _CODED_STRUCTURES.get(g["structure"])
+            coded = _CODED_STRUCTURES.get(g["structure"], {}).get(self.predictor)
             if coded is None:  # tracks of one video share a structure: code it once
-                curve, steps = structure_to_arrays(g["structure"])
-                coded = entropy.encode_numbers(curve, delta=True), entropy.encode_numbers(steps)
-                _CODED_STRUCTURES[g["structure"]] = coded
+                if self.predictor == 3:
+                    coded = group3.encode_structure(g["structure"])
+                else:
+                    curve, steps = structure_to_arrays(g["structure"])
+                    coded = entropy.encode_numbers(curve, delta=True), entropy.encode_numbers(steps)
+                _CODED_STRUCTURES.setdefault(g["structure"], {})[self.predictor] = coded
             out[group] = {
                 "n_points": g["n_points"],
                 "n_dims": g["n_dims"],
@@ -244,9 +253,12 @@ class BodybatchCodec(Codec):
                 n, d, m = int(g["n_points"]), int(g["n_dims"]), int(g["n_parents"])
                 if not (1 <= n <= MAX_POINTS and d in (3, 4) and 1 <= m <= 16):
                     raise FormatError(f"{where}implausible {group} layout n={n} d={d} m={m}")
-                curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
-                steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
-                structure = structure_from_arrays(curve, steps, m)
+                if self.predictor == 3:
+                    structure = group3.decode_structure(g["curve"], g["steps"], n, m, f"{where}{group} ")
+                else:
+                    curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
+                    steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
+                    structure = structure_from_arrays(curve, steps, m)
                 layout[group] = {"n_points": n, "n_dims": d, "structure": structure}
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{where}malformed point layout ({exc!r})") from None
@@ -299,6 +311,9 @@ class BodybatchCodec(Codec):
             if self.predictor == 2:
                 out["points"][group] = _encode_group_v2(x, g["structure"], self.window, self.level, max_abs)
                 continue
+            if self.predictor == 3:
+                out["points"][group] = group3.encode_group(x, g["structure"], self.window, self.level, max_abs)
+                continue
             res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
             res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
             classes = activity_classes(res, res_abs=res_abs)
@@ -343,6 +358,8 @@ class BodybatchCodec(Codec):
                 d = g["n_dims"]
                 if self.predictor == 2:
                     x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs, f"{where}{group}: ")
+                elif self.predictor == 3:
+                    x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
                 if rows is not None and len(x) > rows:
