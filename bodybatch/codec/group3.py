@@ -2,9 +2,11 @@
 structure's parent table.
 
 The chunk entry is format 2.0's (same streams, classes and weights; no ``s_abs``),
-the residuals coming from :mod:`bodybatch.codec.predict3`. The parent table is coded
-with each point's parents sorted along the curve and one stream per parent column
-(the columns have different distributions: ~6% smaller than one stream).
+the residuals coming from :mod:`bodybatch.codec.predict3`. The structure header is
+coded more compactly: the curve as its inverse permutation (each point's curve rank,
+delta coded: ~7% smaller, mesh indices are locally coherent), the parent table with
+each point's parents sorted along the curve and one stream per parent column (the
+columns have different distributions: ~6% smaller than one stream).
 """
 
 import numpy as np
@@ -27,17 +29,22 @@ def sorted_parents(structure):
 
 
 def encode_structure(structure):
-    """Sorted-parent structure -> (curve bytes, [steps bytes of parent column j])."""
+    """Sorted-parent structure -> (curve-rank bytes, [steps bytes of parent column j])."""
     curve, steps = structure_to_arrays(structure)
     steps = steps.reshape(-1, structure.n_parents)
-    return entropy.encode_numbers(curve, delta=True), [entropy.encode_numbers(steps[:, j].copy()) for j in range(steps.shape[1])]
+    ranks = np.empty(len(curve), np.int32)
+    ranks[curve] = np.arange(len(curve), dtype=np.int32)
+    return entropy.encode_numbers(ranks, delta=True), [entropy.encode_numbers(steps[:, j].copy()) for j in range(steps.shape[1])]
 
 
 def decode_structure(curve, steps, n, m, where):
     """Invert :func:`encode_structure` (FormatError/ValueError on anything invalid)."""
     if not isinstance(steps, (list, tuple)) or len(steps) != m:
         raise FormatError(f"{where}expected {m} parent columns")
-    curve = entropy.decode_numbers(curve, np.int32, n, f"{where}order")
+    ranks = entropy.decode_numbers(curve, np.int32, n, f"{where}order")
+    if n and not np.array_equal(np.sort(ranks), np.arange(n)):
+        raise ValueError(f"vertex order is not a permutation of 0..{n - 1}")
+    curve = np.argsort(ranks).astype(np.int32)
     cols = [entropy.decode_numbers(s, np.int32, n, f"{where}parents") for s in steps]
     structure = structure_from_arrays(curve, np.stack(cols, axis=1).ravel(), m)
     if m > 1 and n > 1:
