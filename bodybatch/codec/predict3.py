@@ -11,24 +11,29 @@ values at stored position ``p`` and ``N`` the virtual zero point:
    (:func:`ridge_weights`; even weights for the uncertainty component).
 3. **Weighted parents** ``P[t, p] = sum_j W[p, j] * x[t, p_j]`` and the exact
    64-scaled offset ``O[t, p] = 64 * x[t, p] - P[t, p]`` (no rounding).
-4. **Temporal**: with ``w[b, g, l]`` the stored int16 weights (``F = 12`` fractional
-   bits) of the point's block and component group, for ``t >= 1``:
-   ``Q[t, p] = (sum_l w[b, g, l] * O[max(t - l, 0), p] + 2**(F-1)) >> F`` and
-   ``r[t, p] = x[t, p] - ((P[t, p] + Q[t, p] + 32) >> 6)``.
+4. **Temporal**: with ``w[b, g, 0..L]`` the stored int16 weights (``F = 12``
+   fractional bits) of the point's block and component group, for ``t >= 1``: the
+   lags and the running mean ``M[t, p] = floor(sum_{i < t} O[i, p] / t)`` give
+   ``Q[t, p] = (sum_{l=1..L} w[b, g, l-1] * O[max(t - l, 0), p] + w[b, g, L] * M[t, p]
+   + 2**(F-1)) >> F`` and ``r[t, p] = x[t, p] - ((P[t, p] + Q[t, p] + 32) >> 6)``.
 
 One rounding per value instead of two (v2 rounds ``P / 64`` and the temporal sum
-separately and predicts from rounded offsets): about 3% smaller files. The price is
+separately and predicts from rounded offsets): about 3% smaller files; the running
+mean carries the slowly varying part of the offset (about as much as 24 more lags,
+for one term). The price is
 the decode order: ``O[t]`` needs ``x[t]``, which needs the parents at frame ``t``, so
 the decoder goes level by level and, inside a level, frame by frame (v1's order);
 the arrays it needs are those of v2 (spatial weights (N, m, D), parents, temporal
-weights (n_blocks, n_groups, L) and block bounds). All arithmetic is int64: with
-``|x| <= 2**30``, ``|O| < 2**39`` and the temporal sum stays below ``2**56``.
+weights (n_blocks, n_groups, L + 1) and block bounds). All arithmetic is int64: with
+``|x| <= 2**30`` and T <= 2**13, ``|O| < 2**39``, the running sums stay below 2**52
+and the temporal sum below ``2**56``.
 """
 
 import numpy as np
 
 from bodybatch.codec.predict2 import (
-    FRACTION_BITS, MAX_SPATIAL, MIN_SPATIAL, SPATIAL_BITS, SPATIAL_ONE, _gather, _parent_pred, base_weights, fit_weights,
+    FIT_POINTS, FRACTION_BITS, MAX_SPATIAL, MAX_WEIGHT, MIN_SPATIAL, SPATIAL_BITS, SPATIAL_ONE, _gather, _parent_pred,
+    base_weights,
 )  # fmt: skip
 from bodybatch.codec.structure import level_bounds
 
@@ -50,8 +55,9 @@ def ridge_weights(x0, parents):
     Cramer's rule on the system multiplied by 96:
     ``G = 96 [[aa, ab], [ab, bb]] + 3 (aa + bb) I``, ``h = 96 [ay, by] + (aa + bb)``;
     ``w_i = floor((128 num_i + det) / (2 det))``, ``w3 = 64 - w1 - w2``. Kept when
-    ``det > 0`` and each weight is in ``[-32, 96]``; else (and for m != 3) the even
-    weights of :func:`bodybatch.codec.predict2.base_weights`.
+    ``det > 0`` and each weight is in ``[-32, 96]``; else the even weights of
+    :func:`bodybatch.codec.predict2.base_weights`. m = 4: the same with three edges
+    ``a_i = q_i - q_4`` (:func:`_ridge4`); other m: even weights.
 
     Parameters
     ----------
@@ -60,28 +66,68 @@ def ridge_weights(x0, parents):
     """
     n, m = parents.shape
     w = np.tile(base_weights(m), (n, 1))
-    if m != 3 or n == 0:
+    if m not in (3, 4) or n == 0:
         return w
     x0 = np.asarray(x0, np.int64)
     q = x0[parents]
-    a, b, y = q[:, 0] - q[:, 2], q[:, 1] - q[:, 2], x0[:n] - q[:, 2]
-    big = np.maximum(np.abs(np.concatenate([a, b, y], axis=1)).max(axis=1), 1)
+    edges = [q[:, i] - q[:, m - 1] for i in range(m - 1)] + [x0[:n] - q[:, m - 1]]
+    big = np.maximum(np.abs(np.concatenate(edges, axis=1)).max(axis=1), 1)
     shift = np.maximum(np.frexp(big.astype(np.float64))[1] - _RIDGE_BITS, 0)[:, None]  # exact: big < 2**53
-    a, b, y = a >> shift, b >> shift, y >> shift
+    edges = [e >> shift for e in edges]
+    if m == 4:
+        cand, ok = _ridge4(*edges)
+    else:
+        cand, ok = _ridge3(*edges)
+    ok &= (parents < n).all(axis=1)
+    ok &= ((cand >= -MIN_SPATIAL) & (cand <= MAX_SPATIAL)).all(axis=1)
+    w[ok] = cand[ok]
+    return w
+
+
+def _ridge3(a, b, y):
+    """(n, 3) candidate weights and (n,) det > 0 for m = 3 (see :func:`ridge_weights`)."""
     aa, bb, ab = (a * a).sum(1), (b * b).sum(1), (a * b).sum(1)
     ay, by = (a * y).sum(1), (b * y).sum(1)
     scale = 96 // (2 * _RIDGE_DIV) * (aa + bb)  # 96 * lambda
     g11, g22, g12 = 96 * aa + scale, 96 * bb + scale, 96 * ab
     h1, h2 = 96 * ay + (aa + bb), 96 * by + (aa + bb)
     det = g11 * g22 - g12 * g12
-    ok = (det > 0) & (parents < n).all(axis=1)
+    ok = det > 0
     safe = np.where(ok, det, 1)
     w1 = (2 * SPATIAL_ONE * (g22 * h1 - g12 * h2) + safe) // (2 * safe)
     w2 = (2 * SPATIAL_ONE * (g11 * h2 - g12 * h1) + safe) // (2 * safe)
-    cand = np.stack([w1, w2, SPATIAL_ONE - w1 - w2], axis=1)
-    ok &= ((cand >= -MIN_SPATIAL) & (cand <= MAX_SPATIAL)).all(axis=1)
-    w[ok] = cand[ok]
-    return w
+    return np.stack([w1, w2, SPATIAL_ONE - w1 - w2], axis=1), ok
+
+
+def _ridge4(a0, a1, a2, y):
+    """(n, 4) candidate weights and (n,) det > 0 for m = 4.
+
+    ``G = 192 A^T A + 4 S I``, ``h = 192 A^T y + S`` with ``S = sum |a_i|^2`` (ridge
+    ``S / 48`` toward 1/4, times 192), both shifted right by one number of bits per
+    point so that every entry is below 2**15, then Cramer's rule (|det| < 2**48).
+    """
+    edges = (a0, a1, a2)
+    big_s = sum((e * e).sum(1) for e in edges)
+    g = [[192 * (edges[i] * edges[j]).sum(1) + (4 * big_s if i == j else 0) for j in range(3)] for i in range(3)]
+    h = [192 * (e * y).sum(1) + big_s for e in edges]
+    top = np.maximum(np.abs(np.stack([v for row in g for v in row] + h, axis=1)).max(axis=1), 1)
+    sh = np.maximum(np.frexp(top.astype(np.float64))[1] - 15, 0)
+    g = [[v >> sh for v in row] for row in g]
+    h = [v >> sh for v in h]
+
+    def det3(c0, c1, c2):  # columns
+        return (c0[0] * (c1[1] * c2[2] - c2[1] * c1[2]) - c1[0] * (c0[1] * c2[2] - c2[1] * c0[2])
+                + c2[0] * (c0[1] * c1[2] - c1[1] * c0[2]))  # fmt: skip
+
+    cols = [[g[i][j] for i in range(3)] for j in range(3)]
+    det = det3(*cols)
+    ok = det > 0
+    safe = np.where(ok, det, 1)
+    ws = []
+    for j in range(3):
+        num = det3(*[h if k == j else cols[k] for k in range(3)])
+        ws.append((2 * SPATIAL_ONE * num + safe) // (2 * safe))
+    return np.stack(ws + [SPATIAL_ONE - ws[0] - ws[1] - ws[2]], axis=1), ok
 
 
 def value_weights(x0, parents, d):
@@ -102,7 +148,7 @@ def _weighted_sum(xe, parents, weights):
 
 def _block_weights(weights, blocks, groups, lo, hi, d):
     """[(a, b, wl)]: the segments of positions [lo, hi) inside one block each, with
-    their (L, D) temporal weights (lag 1 first)."""
+    their (L + 1, D) temporal weights (lag 1 first, the running mean's last)."""
     out = []
     for bi, (b0, b1) in enumerate(blocks):
         a, b = max(lo, b0), min(hi, b1)
@@ -112,6 +158,41 @@ def _block_weights(weights, blocks, groups, lo, hi, d):
                 wl[:, c0:c1] = weights[bi, gi].astype(np.int64)[:, None]
             out.append((a, b, wl))
     return out
+
+
+def _features(off, n_lags):
+    """(L + 1, T - 1, ...) temporal features of frames 1..T-1 from the offsets (T, ...)."""
+    n_frames = off.shape[0]
+    feats = [off[np.maximum(np.arange(1, n_frames) - lag, 0)] for lag in range(1, n_lags + 1)]
+    feats.append(np.cumsum(off[:-1], axis=0) // np.arange(1, n_frames).reshape((-1,) + (1,) * (off.ndim - 1)))
+    return feats
+
+
+def fit_weights(off, blocks, groups, n_lags):
+    """(n_blocks, n_groups, L + 1) int16 least-squares weights of the offsets (T, N, D).
+
+    Encoder only, in float64 on an even subsample of each block: the decoder uses the
+    stored integers, so decoded values are exact everywhere.
+    """
+    n_frames = off.shape[0]
+    w = np.zeros((len(blocks), len(groups), n_lags + 1), np.int16)
+    if n_frames < 2:
+        return w
+    for bi, (lo, hi) in enumerate(blocks):
+        sub = off[:, lo:hi:max(1, (hi - lo) // FIT_POINTS)]
+        feats = _features(sub, n_lags)
+        for gi, (c0, c1) in enumerate(groups):
+            design = np.stack([f[..., c0:c1].ravel() for f in feats], axis=1).astype(np.float64)
+            gram = design.T @ design
+            rhs = design.T @ sub[1:, :, c0:c1].ravel().astype(np.float64)
+            # A little ridge keeps the fit stable on constant or tiny blocks.
+            gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
+            try:
+                coef = np.linalg.solve(gram, rhs)
+            except np.linalg.LinAlgError:
+                coef = np.zeros(n_lags + 1)
+            w[bi, gi] = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT).astype(np.int16)
+    return w
 
 
 def encode_residuals(x, structure, blocks, groups, n_lags):
@@ -129,7 +210,7 @@ def encode_residuals(x, structure, blocks, groups, n_lags):
     Returns
     -------
     res : ndarray of int64, shape (T, N, D), stored order (frame-major).
-    weights : ndarray of int16, shape (len(blocks), len(groups), L).
+    weights : ndarray of int16, shape (len(blocks), len(groups), L + 1).
     """
     n_frames, n, d = x.shape
     xe = np.zeros((n_frames, n + 1, d), np.int64)
@@ -145,16 +226,17 @@ def encode_residuals(x, structure, blocks, groups, n_lags):
         res[:, a:b] = p  # P for now
     weights = fit_weights(off, blocks, groups, n_lags)
     if n_frames > 1:
-        for a, b, wl in _block_weights(weights, blocks, groups, 0, n, d):
-            acc = np.full((n_frames - 1, b - a, d), 1 << (FRACTION_BITS - 1), np.int64)
-            for lag in range(1, n_lags + 1):
-                rows = np.maximum(np.arange(1, n_frames) - lag, 0)
-                acc += wl[lag - 1] * off[rows, a:b]
-            acc >>= FRACTION_BITS
-            acc += res[1:, a:b]
-            acc += SPATIAL_ONE // 2
-            acc >>= SPATIAL_BITS
-            np.subtract(xe[1:, a:b], acc, out=res[1:, a:b])
+        for lo, hi, wl in _block_weights(weights, blocks, groups, 0, n, d):
+            for a in range(lo, hi, 2048):
+                b = min(hi, a + 2048)
+                acc = np.full((n_frames - 1, b - a, d), 1 << (FRACTION_BITS - 1), np.int64)
+                for w, f in zip(wl, _features(off[:, a:b], n_lags)):
+                    acc += w * f
+                acc >>= FRACTION_BITS
+                acc += res[1:, a:b]
+                acc += SPATIAL_ONE // 2
+                acc >>= SPATIAL_BITS
+                np.subtract(xe[1:, a:b], acc, out=res[1:, a:b])
     res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
     return res, weights
 
@@ -169,7 +251,7 @@ def decode_residuals(res, order, parents, blocks, weights, rows=None):
         Stored position -> original point index (the structure's order).
     parents : (N, m) int array of stored positions (N: the zero point).
     blocks : (lo, hi) blocks of the temporal weights.
-    weights : (len(blocks), n_groups, L) int array (component groups: [0, 3), [3, D)).
+    weights : (len(blocks), n_groups, L + 1) int array (component groups: [0, 3), [3, D)).
     rows : int, optional
         Decode only the first ``rows`` frames (None: all).
 
@@ -180,7 +262,7 @@ def decode_residuals(res, order, parents, blocks, weights, rows=None):
     n_frames, n, d = res.shape
     if rows is not None:
         n_frames = max(1, min(rows, n_frames))
-    n_lags = weights.shape[2]
+    n_lags = weights.shape[2] - 1
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
     xe = np.zeros((n_frames, n + 1, d), np.int64)
     xe[:, :n] = res[:n_frames]
@@ -196,15 +278,20 @@ def decode_residuals(res, order, parents, blocks, weights, rows=None):
                 hist = np.empty((n_frames + n_lags - 1, b - a, d), np.int64)
                 pa = p[:, a - lo : b - lo]
                 hist[:n_lags] = (xe[0, a:b] << SPATIAL_BITS) - pa[0]
-                wrev = np.ascontiguousarray(wl[::-1])  # oldest lag first, as in hist
+                total = hist[0].copy()  # sum of the offsets of frames < t
+                wrev = np.ascontiguousarray(wl[n_lags - 1 :: -1])  # oldest lag first, as in hist
+                w_mean = wl[n_lags]
                 x = xe[:, a:b]
                 for t in range(1, n_frames):
                     q = (wrev[:, None, :] * hist[t - 1 : t - 1 + n_lags]).sum(axis=0)
+                    q += w_mean * (total // t)
                     q += half
                     q >>= FRACTION_BITS
                     q += pa[t]
                     q += SPATIAL_ONE // 2
                     q >>= SPATIAL_BITS
                     x[t] += q
-                    np.subtract(x[t] << SPATIAL_BITS, pa[t], out=hist[t + n_lags - 1])
+                    o = hist[t + n_lags - 1]
+                    np.subtract(x[t] << SPATIAL_BITS, pa[t], out=o)
+                    total += o
     return _gather(xe, np.argsort(order))
