@@ -12,7 +12,9 @@ columns have different distributions: ~6% smaller than one stream).
 import numpy as np
 
 from bodybatch.codec import entropy, predict3
-from bodybatch.codec.streams import _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes
+from bodybatch.codec.streams import (
+    N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes,
+)  # fmt: skip
 from bodybatch.codec.structure import VertexStructure, bit_reversed_positions, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
 
@@ -59,9 +61,10 @@ def encode_group(x, structure, n_lags, level, max_abs):
     """One point group's chunk entry from its (T, N, D) grid values."""
     n_frames, n, d = x.shape
     blocks, groups = _blocks(n), _components(d)
-    res, weights = predict3.encode_residuals(x, structure, blocks, groups, n_lags)
+    res, weights, classes = predict3.encode_residuals(
+        x, structure, blocks, groups, n_lags, lambda first: activity_classes(first.transpose(1, 0, 2)), N_CLASSES
+    )
     res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
-    classes = activity_classes(res.transpose(1, 0, 2), res_abs=res_abs)
     stream_dtype = np.int16 if res_abs < 2**15 else (np.int32 if res_abs < 2**31 else np.int64)
     res = res.astype(stream_dtype)
     streams = [entropy.encode_numbers(res[0, lo:hi, c0:c1], level) for lo, hi in blocks for c0, c1 in groups]
@@ -84,9 +87,9 @@ def decode_group(entry, structure, n_dims, n_frames, n_lags, where, rows=None):
     n = structure.n_points
     blocks, groups = _blocks(n), _components(n_dims)
     classes, stream_dtype = _classes_and_dtype(entry, n, where)
-    n_weights = len(blocks) * len(groups) * (n_lags + 1)  # L lags and the running mean
+    n_weights = len(blocks) * N_CLASSES * len(groups) * (n_lags + 1)  # L lags and the running mean
     weights = entropy.decode_numbers(entry["weights"], np.int16, n_weights, f"{where}weights")
-    weights = weights.reshape(len(blocks), len(groups), n_lags + 1)
+    weights = weights.reshape(len(blocks), N_CLASSES, len(groups), n_lags + 1)
     classes = classes.astype(np.uint8)
     n_rows = n_frames if rows is None else max(1, min(rows, n_frames))
     rest = _rest_blocks(n, classes) if n_rows > 1 else []
@@ -109,4 +112,4 @@ def decode_group(entry, structure, n_dims, n_frames, n_lags, where, rows=None):
                     vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
                     rest_res[:, lo + a : lo + b, c0:c1] = vals.reshape(n_frames - 1, b - a, c1 - c0)
         res[1:, _sorted_layout(n, classes)] = rest_res  # sorted layout -> stored order
-    return predict3.decode_residuals(res, structure.order, structure.parents, blocks, weights, n_rows)
+    return predict3.decode_residuals(res, structure.order, structure.parents, blocks, weights, classes, n_rows)

@@ -146,56 +146,92 @@ def _weighted_sum(xe, parents, weights):
     return p
 
 
-def _block_weights(weights, blocks, groups, lo, hi, d):
+def _point_weights(weights, blocks, groups, classes, lo, hi, d):
     """[(a, b, wl)]: the segments of positions [lo, hi) inside one block each, with
-    their (L + 1, D) temporal weights (lag 1 first, the running mean's last)."""
+    their points' (L + 1, b - a, D) temporal weights (lag 1 first, the running mean's
+    last) from the (n_blocks, n_classes, n_groups, L + 1) table."""
     out = []
     for bi, (b0, b1) in enumerate(blocks):
         a, b = max(lo, b0), min(hi, b1)
         if a < b:
-            wl = np.empty((weights.shape[2], d), np.int64)
+            table = np.empty((weights.shape[1], weights.shape[3], d), np.int64)  # class, feature, D
             for gi, (c0, c1) in enumerate(groups):
-                wl[:, c0:c1] = weights[bi, gi].astype(np.int64)[:, None]
-            out.append((a, b, wl))
+                table[:, :, c0:c1] = weights[bi, :, gi].astype(np.int64)[:, :, None]
+            out.append((a, b, np.ascontiguousarray(table[classes[a:b]].transpose(1, 0, 2))))
     return out
 
 
-def _features(off, n_lags):
-    """(L + 1, T - 1, ...) temporal features of frames 1..T-1 from the offsets (T, ...)."""
+def _mean_feature(off):
+    """(T - 1, ...) running means ``floor(sum_{i < t} O[i] / t)`` of frames 1..T-1."""
     n_frames = off.shape[0]
-    feats = [off[np.maximum(np.arange(1, n_frames) - lag, 0)] for lag in range(1, n_lags + 1)]
-    feats.append(np.cumsum(off[:-1], axis=0) // np.arange(1, n_frames).reshape((-1,) + (1,) * (off.ndim - 1)))
-    return feats
+    total = np.cumsum(off[:-1], axis=0)
+    return np.floor_divide(total, np.arange(1, n_frames).reshape((-1,) + (1,) * (off.ndim - 1)), out=total)
 
 
-def fit_weights(off, blocks, groups, n_lags):
-    """(n_blocks, n_groups, L + 1) int16 least-squares weights of the offsets (T, N, D).
+def _predict_offsets(off, wl, out):
+    """out[t - 1] += the temporal sum of frame t (1..T-1) before the shift: weights
+    ``wl`` (L + 1, k, D) (or broadcastable), offsets ``off`` (T, k, D)."""
+    n_frames, n_lags = off.shape[0], wl.shape[0] - 1
+    for lag in range(1, n_lags + 1):
+        k = min(lag - 1, n_frames - 1)  # frames 1..lag-1 see frame 0 instead
+        if lag < n_frames:
+            out[k:] += wl[lag - 1] * off[: n_frames - lag]
+        out[:k] += wl[lag - 1] * off[0]
+    out += wl[n_lags] * _mean_feature(off)
 
-    Encoder only, in float64 on an even subsample of each block: the decoder uses the
-    stored integers, so decoded values are exact everywhere.
-    """
+
+def _fit(off, groups, n_lags):
+    """(n_groups, L + 1) int16 least-squares weights of the offsets (T, k, D) (float64;
+    encoder only: the decoder uses the stored integers)."""
+    w = np.zeros((len(groups), n_lags + 1), np.int16)
     n_frames = off.shape[0]
-    w = np.zeros((len(blocks), len(groups), n_lags + 1), np.int16)
-    if n_frames < 2:
+    if n_frames < 2 or off.shape[1] == 0:
         return w
-    for bi, (lo, hi) in enumerate(blocks):
-        sub = off[:, lo:hi:max(1, (hi - lo) // FIT_POINTS)]
-        feats = _features(sub, n_lags)
-        for gi, (c0, c1) in enumerate(groups):
-            design = np.stack([f[..., c0:c1].ravel() for f in feats], axis=1).astype(np.float64)
-            gram = design.T @ design
-            rhs = design.T @ sub[1:, :, c0:c1].ravel().astype(np.float64)
-            # A little ridge keeps the fit stable on constant or tiny blocks.
-            gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
-            try:
-                coef = np.linalg.solve(gram, rhs)
-            except np.linalg.LinAlgError:
-                coef = np.zeros(n_lags + 1)
-            w[bi, gi] = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT).astype(np.int16)
+    rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
+    for gi, (c0, c1) in enumerate(groups):
+        o = off[:, :, c0:c1].astype(np.float64)
+        feats = np.empty((n_lags + 1,) + o[1:].shape)
+        for lag in range(n_lags):
+            feats[lag] = o[rows[lag]]
+        feats[n_lags] = _mean_feature(off[:, :, c0:c1])
+        design = feats.reshape(n_lags + 1, -1)
+        gram = design @ design.T
+        rhs = design @ o[1:].ravel()
+        # A little ridge keeps the fit stable on constant or tiny blocks.
+        gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
+        try:
+            coef = np.linalg.solve(gram, rhs)
+        except np.linalg.LinAlgError:
+            coef = np.zeros(n_lags + 1)
+        w[gi] = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT).astype(np.int16)
     return w
 
 
-def encode_residuals(x, structure, blocks, groups, n_lags):
+def _temporal(xe, off, p, blocks, groups, n_lags, classes, n_classes, res):
+    """Fit the (n_blocks, n_classes, n_groups, L + 1) weights, write frames 1.. of ``res``."""
+    n_frames, n, d = off.shape
+    weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
+    for bi, (lo, hi) in enumerate(blocks):
+        for c in range(n_classes):
+            idx = lo + np.flatnonzero(classes[lo:hi] == c)
+            weights[bi, c] = _fit(off[:, idx[:: max(1, len(idx) // FIT_POINTS)]], groups, n_lags)  # even subsample
+    if n_frames < 2:
+        return weights
+    for lo, hi in blocks:
+        for a in range(lo, hi, 2048):  # bounded temporaries
+            b = min(hi, a + 2048)
+            wl = _point_weights(weights, blocks, groups, classes, a, b, d)[0][2]
+            acc = np.full((n_frames - 1, b - a, d), 1 << (FRACTION_BITS - 1), np.int64)
+            _predict_offsets(off[:, a:b], wl, acc)
+            acc >>= FRACTION_BITS
+            acc += p[1:, a:b]
+            acc += SPATIAL_ONE // 2
+            acc >>= SPATIAL_BITS
+            np.subtract(xe[1:, a:b], acc, out=res[1:, a:b])
+    return weights
+
+
+def encode_residuals(x, structure, blocks, groups, n_lags, classify=None, n_classes=1):
     """Residuals of integer points.
 
     Parameters
@@ -206,42 +242,41 @@ def encode_residuals(x, structure, blocks, groups, n_lags):
         share temporal weights.
     n_lags : int
         L >= 1.
+    classify : callable, optional
+        (T, N, D) residuals -> (N,) classes below ``n_classes``: the weights are
+        refitted per block and class of a first pass's residuals (None: one class).
 
     Returns
     -------
     res : ndarray of int64, shape (T, N, D), stored order (frame-major).
-    weights : ndarray of int16, shape (len(blocks), len(groups), L + 1).
+    weights : ndarray of int16, shape (len(blocks), n_classes, len(groups), L + 1).
+    classes : ndarray of uint8, shape (N,).
     """
     n_frames, n, d = x.shape
     xe = np.zeros((n_frames, n + 1, d), np.int64)
     xe[:, :n] = _gather(np.ascontiguousarray(x, np.int64), structure.order)
     parents = structure.parents
     vw = value_weights(xe[0], parents, d)
-    res = np.empty((n_frames, n, d), np.int64)
+    p = np.empty((n_frames, n, d), np.int64)
     off = np.empty((n_frames, n, d), np.int64)  # O = 64 x - P
     for a in range(0, n, 4096):  # bounded temporaries
         b = min(n, a + 4096)
-        p = _weighted_sum(xe, parents[a:b], vw[a:b])
-        np.subtract(xe[:, a:b] << SPATIAL_BITS, p, out=off[:, a:b])
-        res[:, a:b] = p  # P for now
-    weights = fit_weights(off, blocks, groups, n_lags)
-    if n_frames > 1:
-        for lo, hi, wl in _block_weights(weights, blocks, groups, 0, n, d):
-            for a in range(lo, hi, 2048):
-                b = min(hi, a + 2048)
-                acc = np.full((n_frames - 1, b - a, d), 1 << (FRACTION_BITS - 1), np.int64)
-                for w, f in zip(wl, _features(off[:, a:b], n_lags)):
-                    acc += w * f
-                acc >>= FRACTION_BITS
-                acc += res[1:, a:b]
-                acc += SPATIAL_ONE // 2
-                acc >>= SPATIAL_BITS
-                np.subtract(xe[1:, a:b], acc, out=res[1:, a:b])
+        p[:, a:b] = _weighted_sum(xe, parents[a:b], vw[a:b])
+        np.subtract(xe[:, a:b] << SPATIAL_BITS, p[:, a:b], out=off[:, a:b])
+    res = p  # overwritten block by block
+    classes = np.zeros(n, np.uint8)
+    if n_frames > 1 and classify is not None:
+        first = np.empty_like(res)
+        first[0] = 0
+        _temporal(xe, off, p, blocks, groups, n_lags, classes, 1, first)
+        classes = classify(first)
+        del first
+    weights = _temporal(xe, off, p, blocks, groups, n_lags, classes, n_classes, res)
     res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
-    return res, weights
+    return res, weights, classes
 
 
-def decode_residuals(res, order, parents, blocks, weights, rows=None):
+def decode_residuals(res, order, parents, blocks, weights, classes, rows=None):
     """Invert :func:`encode_residuals`.
 
     Parameters
@@ -251,7 +286,9 @@ def decode_residuals(res, order, parents, blocks, weights, rows=None):
         Stored position -> original point index (the structure's order).
     parents : (N, m) int array of stored positions (N: the zero point).
     blocks : (lo, hi) blocks of the temporal weights.
-    weights : (len(blocks), n_groups, L + 1) int array (component groups: [0, 3), [3, D)).
+    weights : (len(blocks), n_classes, n_groups, L + 1) int array (component groups:
+        [0, 3), [3, D)).
+    classes : (N,) int array of stored positions' classes (below n_classes).
     rows : int, optional
         Decode only the first ``rows`` frames (None: all).
 
@@ -262,7 +299,7 @@ def decode_residuals(res, order, parents, blocks, weights, rows=None):
     n_frames, n, d = res.shape
     if rows is not None:
         n_frames = max(1, min(rows, n_frames))
-    n_lags = weights.shape[2] - 1
+    n_lags = weights.shape[3] - 1
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
     xe = np.zeros((n_frames, n + 1, d), np.int64)
     xe[:, :n] = res[:n_frames]
@@ -273,17 +310,17 @@ def decode_residuals(res, order, parents, blocks, weights, rows=None):
         half = 1 << (FRACTION_BITS - 1)
         for lo, hi in level_bounds(n):
             p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])  # parents: all frames known
-            for a, b, wl in _block_weights(weights, blocks, groups, lo, hi, d):
+            for a, b, wl in _point_weights(weights, blocks, groups, classes, lo, hi, d):
                 # hist[i]: the offsets of frame i - (L - 1), frame 0 for i < L.
                 hist = np.empty((n_frames + n_lags - 1, b - a, d), np.int64)
                 pa = p[:, a - lo : b - lo]
                 hist[:n_lags] = (xe[0, a:b] << SPATIAL_BITS) - pa[0]
                 total = hist[0].copy()  # sum of the offsets of frames < t
-                wrev = np.ascontiguousarray(wl[n_lags - 1 :: -1])  # oldest lag first, as in hist
+                wrev = np.ascontiguousarray(wl[n_lags - 1 :: -1])  # (L, b - a, D), oldest lag first, as in hist
                 w_mean = wl[n_lags]
                 x = xe[:, a:b]
                 for t in range(1, n_frames):
-                    q = (wrev[:, None, :] * hist[t - 1 : t - 1 + n_lags]).sum(axis=0)
+                    q = (wrev * hist[t - 1 : t - 1 + n_lags]).sum(axis=0)
                     q += w_mean * (total // t)
                     q += half
                     q >>= FRACTION_BITS
