@@ -29,7 +29,7 @@ from bodybatch.formats import TRACK_FORMAT_VERSION  # noqa: E402
 MAJOR_OPTIONS = {
     TRACK_FORMAT_VERSION[0]: ({"chunk_size": 8}, 8),
     2: ({"chunk_size": 8, "predictor": 2, "n_parents": 3, "window": 4}, 4),
-    3: ({"chunk_size": 8, "predictor": 3, "n_parents": 3, "window": 8}, 4),
+    3: ({"chunk_size": 8, "predictor": 3, "n_parents": 4, "window": 8, "level": 12}, 4),
 }
 
 

@@ -37,8 +37,8 @@ POINT_GROUPS = {
 MAX_CHUNK_ROWS = 1 << 13
 
 #: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``): the
-#: fixed-point predictor (format 3.0) with 8 temporal lags.
-V2_OPTIONS = {"predictor": 3, "chunk_size": 128, "n_parents": 3, "window": 8}
+#: fixed-point predictor (format 3.0), 4 interpolating parents, 8 temporal lags.
+V2_OPTIONS = {"predictor": 3, "chunk_size": 128, "n_parents": 4, "window": 8, "level": 12}
 #: The format 2.0 options of bodybatch 0.2 (``predictor=2``), kept for comparison.
 V2_0_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
 
@@ -153,8 +153,8 @@ class BodybatchCodec(Codec):
         None (or 1): the v1 predictor, format 1.x. 2: the separable v2 predictor
         (:mod:`bodybatch.codec.predict2`; ``window`` is its number of temporal lags),
         written as format 2.0. 3: its fixed-point form (:mod:`bodybatch.codec.predict3`,
-        ~3% smaller), format 3.0. Releases before a format reject it. Made for
-        ``chunk_size=128, n_parents=3, window=8`` (:data:`V2_OPTIONS`).
+        ~7% smaller), format 3.0. Releases before a format reject it. Made for
+        ``chunk_size=128, n_parents=4, window=8, level=12`` (:data:`V2_OPTIONS`).
     """
 
     codec_id = "bodybatch"

@@ -214,7 +214,8 @@ def _temporal(xe, off, p, blocks, groups, n_lags, classes, n_classes, res):
     for bi, (lo, hi) in enumerate(blocks):
         for c in range(n_classes):
             idx = lo + np.flatnonzero(classes[lo:hi] == c)
-            weights[bi, c] = _fit(off[:, idx[:: max(1, len(idx) // FIT_POINTS)]], groups, n_lags)  # even subsample
+            step = max(1, len(idx) * n_classes // FIT_POINTS)  # an even subsample: FIT_POINTS a block
+            weights[bi, c] = _fit(off[:, idx[::step]], groups, n_lags)
     if n_frames < 2:
         return weights
     for lo, hi in blocks:
