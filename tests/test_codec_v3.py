@@ -138,8 +138,11 @@ def test_structure_header_is_validated():
     np.testing.assert_array_equal(back.parents, structure.parents)
     with pytest.raises(FormatError, match="parent columns"):
         group3.decode_structure(curve, steps[:2], 600, 3, "")
+    negative = entropy.encode_numbers(np.full(600, -1, np.int32))  # a negative gap: unsorted parents
     with pytest.raises(ValueError, match="sorted"):
-        group3.decode_structure(curve, steps[::-1], 600, 3, "")
+        group3.decode_structure(curve, [steps[0], negative, steps[2]], 600, 3, "")
+    with pytest.raises(ValueError, match="sorted"):
+        group3.decode_structure(curve, [steps[0], steps[1], negative], 600, 3, "")
     with pytest.raises(ValueError, match="permutation"):
         group3.decode_structure(entropy.encode_numbers(np.zeros(600, np.int32), delta=True), steps, 600, 3, "")
 

@@ -5,8 +5,9 @@ The chunk entry is format 2.0's (same streams, classes and weights; no ``s_abs``
 the residuals coming from :mod:`bodybatch.codec.predict3`. The structure header is
 coded more compactly: the curve as its inverse permutation (each point's curve rank,
 delta coded: ~7% smaller, mesh indices are locally coherent), the parent table with
-each point's parents sorted along the curve and one stream per parent column (the
-columns have different distributions: ~6% smaller than one stream).
+each point's parents sorted along the curve, as the first step and the gaps between
+consecutive ones, one stream per column (~13% smaller than one stream of steps for
+m = 4).
 """
 
 import numpy as np
@@ -31,12 +32,13 @@ def sorted_parents(structure):
 
 
 def encode_structure(structure):
-    """Sorted-parent structure -> (curve-rank bytes, [steps bytes of parent column j])."""
+    """Sorted-parent structure -> (curve-rank bytes, [bytes of column j of the step gaps])."""
     curve, steps = structure_to_arrays(structure)
     steps = steps.reshape(-1, structure.n_parents)
     ranks = np.empty(len(curve), np.int32)
     ranks[curve] = np.arange(len(curve), dtype=np.int32)
-    return entropy.encode_numbers(ranks, delta=True), [entropy.encode_numbers(steps[:, j].copy()) for j in range(steps.shape[1])]
+    gaps = np.diff(steps, axis=1, prepend=0).astype(np.int32)  # column 0: the step; then the gaps (>= 0: sorted)
+    return entropy.encode_numbers(ranks, delta=True), [entropy.encode_numbers(gaps[:, j].copy()) for j in range(gaps.shape[1])]
 
 
 def decode_structure(curve, steps, n, m, where):
@@ -48,12 +50,13 @@ def decode_structure(curve, steps, n, m, where):
         raise ValueError(f"vertex order is not a permutation of 0..{n - 1}")
     curve = np.argsort(ranks).astype(np.int32)
     cols = [entropy.decode_numbers(s, np.int32, n, f"{where}parents") for s in steps]
-    structure = structure_from_arrays(curve, np.stack(cols, axis=1).ravel(), m)
-    if m > 1 and n > 1:
-        rank = bit_reversed_positions(n)
-        keys = rank[structure.parents[1:]]
-        if np.any(keys[:, 1:] < keys[:, :-1]):
-            raise ValueError("parents are not sorted along the curve")
+    gaps = np.stack(cols, axis=1).astype(np.int64)
+    if np.any(gaps[:, 1:] < 0):
+        raise ValueError("parents are not sorted along the curve")
+    steps = np.cumsum(gaps, axis=1)  # |gap| < 2**31: no overflow
+    if np.abs(steps).max(initial=0) >= 2**31:
+        raise ValueError("parent steps out of range")
+    structure = structure_from_arrays(curve, steps.astype(np.int32).ravel(), m)
     return structure
 
 
