@@ -172,3 +172,19 @@ def test_inconsistent_chunk_entries_are_format_errors(corpus_tracks):
     ]:
         with pytest.raises(FormatError, match=match):
             codec.decode_chunk(broken(**change), layout, 20)
+
+
+@pytest.mark.parametrize("n_parents, window", [(4, 8), (3, 2), (1, 1), (5, 3)])
+def test_compiled_decoder_gives_the_numpy_integers(tmp_path, corpus_tracks, monkeypatch, n_parents, window):
+    pytest.importorskip("numba")
+    track = {k: v[:30] for k, v in corpus_tracks["nlf_zstd_0000/p0"].items() if k != "camera"}
+    path = tmp_path / "t.xz"
+    bodybatch.write_track(path, track, **{**V3, "n_parents": n_parents, "window": window, "chunk_size": 16})
+    decoded = {}
+    for env in ("numpy", ""):
+        monkeypatch.setenv("BODYBATCH_KERNELS", env)
+        with bodybatch.open_track(path) as reader:
+            decoded[env] = (reader.to_arrays(), reader[20], reader[3:9])
+    for a, b in zip(decoded["numpy"], decoded[""]):
+        for key in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties"):
+            np.testing.assert_array_equal(a[key], b[key])

@@ -36,7 +36,8 @@ def kernels():
 def _compile(numba):
     from types import SimpleNamespace
 
-    return SimpleNamespace(decode_v1=_Specialized(numba, _make_decode_v1), numba_version=numba.__version__)
+    return SimpleNamespace(decode_v1=_Specialized(numba, _make_decode_v1), decode_v3=_Specialized(numba, _make_decode_v3),
+                           numba_version=numba.__version__)  # fmt: skip
 
 
 class _Specialized:
@@ -113,3 +114,48 @@ def _make_decode_v1(numba, M, D):
                         out[t, op, c] = x
 
     return decode_v1
+
+
+def _make_decode_v3(numba, M, D):
+    import numpy as np
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def decode_v3(res, parents, vw, wpt, levels, order, n_rows, xe, out):
+        """Format 3.0 predictor decode of rows 1.. of one point group (see
+        :mod:`bodybatch.codec.predict3`; row 0 is decoded already).
+
+        res : (N, T, D) int64 residuals, point-major, stored order; parents : (N, M) positions (N:
+        the zero point); vw : (N, M, D) spatial weights; wpt : (N, L + 1, D) temporal
+        weights (lags 1..L, then the running mean's); levels : (n_levels, 2) position
+        ranges; order : (N,) stored position -> original index.
+        xe : (N + 1, n_rows, D) int64 work array, point-major, row 0 decoded, row N zero.
+        out : (n_rows, N, D) int64, original order (row 0 filled here too).
+        """
+        n_lags = wpt.shape[1] - 1
+        off = np.zeros((max(n_rows, 1), D), np.int64)  # O[t] = 64 x[t] - P[t] of one point
+        total = np.zeros(D, np.int64)
+        for li in range(levels.shape[0]):
+            for p in range(levels[li, 0], levels[li, 1]):
+                op = order[p]
+                for c in range(D):
+                    cs = 0
+                    for j in range(M):
+                        cs += vw[p, j, c] * xe[parents[p, j], 0, c]
+                    off[0, c] = (xe[p, 0, c] << 6) - cs
+                    total[c] = off[0, c]
+                    out[0, op, c] = xe[p, 0, c]
+                for t in range(1, n_rows):
+                    for c in range(D):
+                        cs = 0
+                        for j in range(M):
+                            cs += vw[p, j, c] * xe[parents[p, j], t, c]
+                        q = wpt[p, n_lags, c] * (total[c] // t) + 2048
+                        for lag in range(1, n_lags + 1):
+                            q += wpt[p, lag - 1, c] * off[max(t - lag, 0), c]
+                        x = res[p, t, c] + ((cs + (q >> 12) + 32) >> 6)
+                        xe[p, t, c] = x
+                        out[t, op, c] = x
+                        off[t, c] = (x << 6) - cs
+                        total[c] += off[t, c]
+
+    return decode_v3

@@ -100,19 +100,19 @@ def decode_group(entry, structure, n_dims, n_frames, n_lags, where, rows=None):
     n_rest = sum(len(b) - 1 for _, _, _, b in _rest_blocks(n, classes)) * len(groups) if n_frames > 1 else 0
     if len(streams) != len(blocks) * len(groups) + n_rest:
         raise FormatError(f"{where}expected {len(blocks) * len(groups) + n_rest} residual streams, found {len(streams)}")
-    res = np.empty((n_frames, n, n_dims), np.int64)
+    res = np.empty((n, n_rows, n_dims), np.int64)  # point-major, stored order
     it = iter(streams)
     for lo, hi in blocks:
         for c0, c1 in groups:
             vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
-            res[0, lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+            res[lo:hi, 0, c0:c1] = vals.reshape(hi - lo, c1 - c0)
     if rest:
-        rest_res = np.empty((n_frames - 1, n, n_dims), np.int64)
+        layout = _sorted_layout(n, classes)  # sorted position -> stored position
         for lo, hi, _, bounds in rest:
             for a, b in zip(bounds[:-1], bounds[1:]):
                 for c0, c1 in groups:
                     count = (b - a) * (n_frames - 1) * (c1 - c0)
                     vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
-                    rest_res[:, lo + a : lo + b, c0:c1] = vals.reshape(n_frames - 1, b - a, c1 - c0)
-        res[1:, _sorted_layout(n, classes)] = rest_res  # sorted layout -> stored order
-    return predict3.decode_residuals(res, structure.order, structure.parents, blocks, weights, classes, n_rows)
+                    vals = vals.reshape(n_frames - 1, b - a, c1 - c0)[: n_rows - 1]
+                    res[layout[lo + a : lo + b], 1:, c0:c1] = vals.transpose(1, 0, 2)
+    return predict3.decode_residuals(res, structure.order, structure.parents, blocks, weights, classes)

@@ -31,6 +31,7 @@ and the temporal sum below ``2**56``.
 
 import numpy as np
 
+from bodybatch.codec import _kernels
 from bodybatch.codec.predict2 import (
     FIT_POINTS, FRACTION_BITS, MAX_SPATIAL, MAX_WEIGHT, MIN_SPATIAL, SPATIAL_BITS, SPATIAL_ONE, _gather, _parent_pred,
     base_weights,
@@ -190,13 +191,14 @@ def _fit(off, groups, n_lags):
     rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
     for gi, (c0, c1) in enumerate(groups):
         o = off[:, :, c0:c1].astype(np.float64)
-        feats = np.empty((n_lags + 1,) + o[1:].shape)
+        feats = np.empty((n_lags + 2,) + o[1:].shape)  # the features, then the target
         for lag in range(n_lags):
             feats[lag] = o[rows[lag]]
         feats[n_lags] = _mean_feature(off[:, :, c0:c1])
-        design = feats.reshape(n_lags + 1, -1)
-        gram = design @ design.T
-        rhs = design @ o[1:].ravel()
+        feats[n_lags + 1] = o[1:]
+        design = feats.reshape(n_lags + 2, -1)
+        full = design @ design.T  # one GEMM (a matrix-vector product here is ~10x slower)
+        gram, rhs = full[: n_lags + 1, : n_lags + 1].copy(), full[: n_lags + 1, n_lags + 1]
         # A little ridge keeps the fit stable on constant or tiny blocks.
         gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
         try:
@@ -277,12 +279,13 @@ def encode_residuals(x, structure, blocks, groups, n_lags, classify=None, n_clas
     return res, weights, classes
 
 
-def decode_residuals(res, order, parents, blocks, weights, classes, rows=None):
+def decode_residuals(res, order, parents, blocks, weights, classes):
     """Invert :func:`encode_residuals`.
 
     Parameters
     ----------
-    res : ndarray of int, shape (T, N, D), stored order (frame-major residuals).
+    res : ndarray of int64, shape (N, T, D), point-major residuals in stored order
+        (T: the rows to decode, a prefix of the chunk's).
     order : (N,) int array
         Stored position -> original point index (the structure's order).
     parents : (N, m) int array of stored positions (N: the zero point).
@@ -290,23 +293,37 @@ def decode_residuals(res, order, parents, blocks, weights, classes, rows=None):
     weights : (len(blocks), n_classes, n_groups, L + 1) int array (component groups:
         [0, 3), [3, D)).
     classes : (N,) int array of stored positions' classes (below n_classes).
-    rows : int, optional
-        Decode only the first ``rows`` frames (None: all).
 
     Returns
     -------
-    x : ndarray of int64, shape (rows, N, D), original point order.
+    x : ndarray of int64, shape (T, N, D), original point order.
     """
-    n_frames, n, d = res.shape
-    if rows is not None:
-        n_frames = max(1, min(rows, n_frames))
+    n, n_frames, d = res.shape
     n_lags = weights.shape[3] - 1
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
-    xe = np.zeros((n_frames, n + 1, d), np.int64)
-    xe[:, :n] = res[:n_frames]
+    xe = np.zeros((1, n + 1, d), np.int64)
+    xe[0, :n] = res[:, 0]
     for lo, hi in level_bounds(n):  # frame 0: the parents' mean
-        xe[:1, lo:hi] += _parent_pred(xe[:1], parents[lo:hi])
-    if n_frames > 1:
+        xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
+    compiled = _kernels.kernels() if n_frames > 1 else None
+    if compiled is not None:
+        vw = value_weights(xe[0], parents, d)
+        wpt = np.concatenate([w for _, _, w in _point_weights(weights, blocks, groups, classes, 0, n, d)], axis=1)
+        work = np.zeros((n + 1, n_frames, d), np.int64)  # point-major; row N: the zero point
+        work[:n, 0] = xe[0, :n]
+        out = np.empty((n_frames, n, d), np.int64)
+        levels = np.array(level_bounds(n), np.int64).reshape(-1, 2)
+        compiled.decode_v3(parents.shape[1], d, res,
+                           np.ascontiguousarray(parents, np.int64), vw, np.ascontiguousarray(wpt.transpose(1, 0, 2)),
+                           levels, np.asarray(order, np.int64), n_frames, work, out)  # fmt: skip
+        return out
+    if n_frames == 1:
+        return _gather(xe, np.argsort(order))
+    x0 = xe[0]
+    xe = np.zeros((n_frames, n + 1, d), np.int64)
+    xe[:, :n] = res.transpose(1, 0, 2)
+    xe[0] = x0
+    if True:  # the numpy reference
         vw = value_weights(xe[0], parents, d)
         half = 1 << (FRACTION_BITS - 1)
         for lo, hi in level_bounds(n):
