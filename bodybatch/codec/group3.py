@@ -14,7 +14,7 @@ import numpy as np
 
 from bodybatch.codec import entropy, predict3
 from bodybatch.codec.streams import (
-    N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes,
+    _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
 )  # fmt: skip
 from bodybatch.codec.structure import VertexStructure, bit_reversed_positions, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
@@ -64,9 +64,7 @@ def encode_group(x, structure, n_lags, level, max_abs):
     """One point group's chunk entry from its (T, N, D) grid values."""
     n_frames, n, d = x.shape
     blocks, groups = _blocks(n), _components(d)
-    res, weights, classes = predict3.encode_residuals(
-        x, structure, blocks, groups, n_lags, lambda first: activity_classes(first.transpose(1, 0, 2)), N_CLASSES
-    )
+    res, weights, classes = predict3.encode_residuals(x, structure, blocks, groups, n_lags, N_CLASSES, _CLASSED_POINTS)
     res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
     stream_dtype = np.int16 if res_abs < 2**15 else (np.int32 if res_abs < 2**31 else np.int64)
     res = res.astype(stream_dtype)

@@ -44,6 +44,8 @@ __all__ = ["ridge_weights", "encode_residuals", "decode_residuals"]
 _RIDGE_BITS = 9
 #: Ridge strength: lambda = 1 / _RIDGE_DIV times the mean squared edge length.
 _RIDGE_DIV = 16
+#: Rows of a chunk the encoder's first pass (activity classes) looks at.
+CLASS_FRAMES = 128
 
 
 def ridge_weights(x0, parents):
@@ -169,16 +171,17 @@ def _mean_feature(off):
     return np.floor_divide(total, np.arange(1, n_frames).reshape((-1,) + (1,) * (off.ndim - 1)), out=total)
 
 
-def _predict_offsets(off, wl, out):
+def _predict_offsets(off, mean, wl, out):
     """out[t - 1] += the temporal sum of frame t (1..T-1) before the shift: weights
-    ``wl`` (L + 1, k, D) (or broadcastable), offsets ``off`` (T, k, D)."""
+    ``wl`` (L + 1, k, D) (or broadcastable), offsets ``off`` (T, k, D), running means
+    ``mean`` (T - 1, k, D)."""
     n_frames, n_lags = off.shape[0], wl.shape[0] - 1
     for lag in range(1, n_lags + 1):
         k = min(lag - 1, n_frames - 1)  # frames 1..lag-1 see frame 0 instead
         if lag < n_frames:
             out[k:] += wl[lag - 1] * off[: n_frames - lag]
         out[:k] += wl[lag - 1] * off[0]
-    out += wl[n_lags] * _mean_feature(off)
+    out += wl[n_lags] * mean
 
 
 def _fit(off, groups, n_lags):
@@ -209,32 +212,33 @@ def _fit(off, groups, n_lags):
     return w
 
 
-def _temporal(xe, off, p, blocks, groups, n_lags, classes, n_classes, res):
-    """Fit the (n_blocks, n_classes, n_groups, L + 1) weights, write frames 1.. of ``res``."""
-    n_frames, n, d = off.shape
-    weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
-    for bi, (lo, hi) in enumerate(blocks):
-        for c in range(n_classes):
-            idx = lo + np.flatnonzero(classes[lo:hi] == c)
-            step = max(1, len(idx) * n_classes // FIT_POINTS)  # an even subsample: FIT_POINTS a block
-            weights[bi, c] = _fit(off[:, idx[::step]], groups, n_lags)
-    if n_frames < 2:
-        return weights
-    for lo, hi in blocks:
-        for a in range(lo, hi, 2048):  # bounded temporaries
-            b = min(hi, a + 2048)
-            wl = _point_weights(weights, blocks, groups, classes, a, b, d)[0][2]
-            acc = np.full((n_frames - 1, b - a, d), 1 << (FRACTION_BITS - 1), np.int64)
-            _predict_offsets(off[:, a:b], wl, acc)
-            acc >>= FRACTION_BITS
-            acc += p[1:, a:b]
-            acc += SPATIAL_ONE // 2
-            acc >>= SPATIAL_BITS
-            np.subtract(xe[1:, a:b], acc, out=res[1:, a:b])
-    return weights
+def _activity_classes(res, n_classes):
+    """(k,) uint8 quantile class of each point's mean |coordinate residual| (rows 1..)."""
+    act = np.abs(res[1:, :, :3]).sum(axis=(0, 2))
+    edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
+    return np.searchsorted(edges, act, side="right").astype(np.uint8)
 
 
-def encode_residuals(x, structure, blocks, groups, n_lags, classify=None, n_classes=1):
+def _residuals(x, p, off, mean, wl, out):
+    """Rows 1.. of the residuals of one block (``out``, (T, k, D)) with weights ``wl``."""
+    acc = np.full(mean.shape, 1 << (FRACTION_BITS - 1), np.int64)
+    _predict_offsets(off, mean, wl, acc)
+    acc >>= FRACTION_BITS
+    acc += p[1:]
+    acc += SPATIAL_ONE // 2
+    acc >>= SPATIAL_BITS
+    np.subtract(x[1:], acc, out=out[1:])
+
+
+def _block_weights(weights, groups, d):
+    """(n_classes, L + 1, D) per-value weights from one block's (n_classes, n_groups, L + 1)."""
+    table = np.empty((weights.shape[0], weights.shape[2], d), np.int64)
+    for gi, (c0, c1) in enumerate(groups):
+        table[:, :, c0:c1] = weights[:, gi].astype(np.int64)[:, :, None]
+    return table
+
+
+def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_classed=0):
     """Residuals of integer points.
 
     Parameters
@@ -245,9 +249,10 @@ def encode_residuals(x, structure, blocks, groups, n_lags, classify=None, n_clas
         share temporal weights.
     n_lags : int
         L >= 1.
-    classify : callable, optional
-        (T, N, D) residuals -> (N,) classes below ``n_classes``: the weights are
-        refitted per block and class of a first pass's residuals (None: one class).
+    n_classes, min_classed : int
+        Blocks of at least ``min_classed`` points are split into ``n_classes``
+        activity classes (quantiles of a first pass's mean |coordinate residual|),
+        each with its own weights.
 
     Returns
     -------
@@ -260,21 +265,28 @@ def encode_residuals(x, structure, blocks, groups, n_lags, classify=None, n_clas
     xe[:, :n] = _gather(np.ascontiguousarray(x, np.int64), structure.order)
     parents = structure.parents
     vw = value_weights(xe[0], parents, d)
-    p = np.empty((n_frames, n, d), np.int64)
-    off = np.empty((n_frames, n, d), np.int64)  # O = 64 x - P
-    for a in range(0, n, 4096):  # bounded temporaries
-        b = min(n, a + 4096)
-        p[:, a:b] = _weighted_sum(xe, parents[a:b], vw[a:b])
-        np.subtract(xe[:, a:b] << SPATIAL_BITS, p[:, a:b], out=off[:, a:b])
-    res = p  # overwritten block by block
+    res = np.empty((n_frames, n, d), np.int64)
     classes = np.zeros(n, np.uint8)
-    if n_frames > 1 and classify is not None:
-        first = np.empty_like(res)
-        first[0] = 0
-        _temporal(xe, off, p, blocks, groups, n_lags, classes, 1, first)
-        classes = classify(first)
-        del first
-    weights = _temporal(xe, off, p, blocks, groups, n_lags, classes, n_classes, res)
+    weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
+    for bi, (lo, hi) in enumerate(blocks):
+        x_b = xe[:, lo:hi]
+        p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])
+        off = (x_b << SPATIAL_BITS) - p  # O = 64 x - P
+        mean = _mean_feature(off)
+        if n_frames > 1 and n_classes > 1 and hi - lo >= min_classed:
+            f = min(n_frames, CLASS_FRAMES)  # the first pass looks at the chunk's first rows
+            first = _fit(off[:f, :: max(1, (hi - lo) // FIT_POINTS)], groups, n_lags)
+            _residuals(x_b[:f], p[:f], off[:f], mean[: f - 1], _block_weights(first[None], groups, d)[0][:, None],
+                       res[:f, lo:hi])  # fmt: skip
+            classes[lo:hi] = _activity_classes(res[:f, lo:hi], n_classes)
+        cl = classes[lo:hi]
+        for c in range(n_classes):
+            idx = np.flatnonzero(cl == c)
+            step = max(1, len(idx) * n_classes // FIT_POINTS)  # an even subsample: FIT_POINTS a block
+            weights[bi, c] = _fit(off[:, idx[::step]], groups, n_lags)
+        if n_frames > 1:
+            wl = _block_weights(weights[bi], groups, d)[cl].transpose(1, 0, 2)  # (L + 1, k, D)
+            _residuals(x_b, p, off, mean, wl, res[:, lo:hi])
     res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
     return res, weights, classes
 
