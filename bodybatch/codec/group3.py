@@ -19,7 +19,11 @@ from bodybatch.codec.streams import (
 from bodybatch.codec.structure import VertexStructure, bit_reversed_positions, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
 
-__all__ = ["encode_group", "decode_group", "sorted_parents", "encode_structure", "decode_structure"]
+__all__ = ["encode_group", "decode_group", "sorted_parents", "encode_structure", "decode_structure", "STEP_COST"]
+
+#: Parent choice: weight of the stored steps' bits against the centroid miss
+#: (:func:`bodybatch.codec.structure.build_structure`).
+STEP_COST = 0.15
 
 
 def sorted_parents(structure):
