@@ -24,17 +24,16 @@ for one term). The price is
 the decode order: ``O[t]`` needs ``x[t]``, which needs the parents at frame ``t``, so
 the decoder goes level by level and, inside a level, frame by frame (v1's order);
 the arrays it needs are those of v2 (spatial weights (N, m, D), parents, temporal
-weights (n_blocks, n_groups, L + 1) and block bounds). All arithmetic is int64: with
-``|x| <= 2**30`` and T <= 2**13, ``|O| < 2**39``, the running sums stay below 2**52
-and the temporal sum below ``2**56``.
+weights (n_blocks, n_classes, n_groups, L + 1) and block bounds). All arithmetic is int64: with
+``|x| <= 2**30``, ``|W| <= 128``, m <= 4 (even weights otherwise) and T <= 2**13,
+``|O| < 2**40``, the running sums stay below 2**53 and the temporal sum below 2**57.
 """
 
 import numpy as np
 
 from bodybatch.codec import _kernels
 from bodybatch.codec.predict2 import (
-    FIT_POINTS, FRACTION_BITS, MAX_SPATIAL, MAX_WEIGHT, MIN_SPATIAL, SPATIAL_BITS, SPATIAL_ONE, _gather, _parent_pred,
-    base_weights,
+    FIT_POINTS, FRACTION_BITS, MAX_WEIGHT, SPATIAL_BITS, SPATIAL_ONE, _gather, _parent_pred, base_weights,
 )  # fmt: skip
 from bodybatch.codec.structure import level_bounds
 
@@ -42,8 +41,13 @@ __all__ = ["ridge_weights", "encode_residuals", "decode_residuals"]
 
 #: Coordinate differences are shifted to below 2**_RIDGE_BITS before the solve (int64-safe).
 _RIDGE_BITS = 9
+#: Bounds of the spatial weights (sum 64): -1 and 2 (v2: -0.5 and 1.5).
+MIN_SPATIAL = 64
+MAX_SPATIAL = 128
 #: Ridge strength: lambda = 1 / _RIDGE_DIV times the mean squared edge length.
 _RIDGE_DIV = 16
+#: m = 4: the normal equations times 12 / lambda (192: lambda = 1/16, as for m = 3).
+_RIDGE4_SCALE = 192
 #: Rows of a chunk the encoder's first pass (activity classes) looks at.
 CLASS_FRAMES = 128
 
@@ -58,7 +62,7 @@ def ridge_weights(x0, parents):
     Cramer's rule on the system multiplied by 96:
     ``G = 96 [[aa, ab], [ab, bb]] + 3 (aa + bb) I``, ``h = 96 [ay, by] + (aa + bb)``;
     ``w_i = floor((128 num_i + det) / (2 det))``, ``w3 = 64 - w1 - w2``. Kept when
-    ``det > 0`` and each weight is in ``[-32, 96]``; else the even weights of
+    ``det > 0`` and each weight is in ``[-64, 128]``; else the even weights of
     :func:`bodybatch.codec.predict2.base_weights`. m = 4: the same with three edges
     ``a_i = q_i - q_4`` (:func:`_ridge4`); other m: even weights.
 
@@ -111,8 +115,9 @@ def _ridge4(a0, a1, a2, y):
     """
     edges = (a0, a1, a2)
     big_s = sum((e * e).sum(1) for e in edges)
-    g = [[192 * (edges[i] * edges[j]).sum(1) + (4 * big_s if i == j else 0) for j in range(3)] for i in range(3)]
-    h = [192 * (e * y).sum(1) + big_s for e in edges]
+    a = _RIDGE4_SCALE
+    g = [[a * (edges[i] * edges[j]).sum(1) + (4 * big_s if i == j else 0) for j in range(3)] for i in range(3)]
+    h = [a * (e * y).sum(1) + big_s for e in edges]
     top = np.maximum(np.abs(np.stack([v for row in g for v in row] + h, axis=1)).max(axis=1), 1)
     sh = np.maximum(np.frexp(top.astype(np.float64))[1] - 15, 0)
     g = [[v >> sh for v in row] for row in g]
