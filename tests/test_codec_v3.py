@@ -188,3 +188,14 @@ def test_compiled_decoder_gives_the_numpy_integers(tmp_path, corpus_tracks, monk
     for a, b in zip(decoded["numpy"], decoded[""]):
         for key in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties"):
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_compiled_encoder_writes_the_same_bytes(tmp_path, corpus_tracks, monkeypatch):
+    pytest.importorskip("numba")
+    track = {k: v[:30] for k, v in corpus_tracks["nlf_xz_0000/p1"].items() if k != "camera"}
+    data = {}
+    for env in ("numpy", ""):
+        monkeypatch.setenv("BODYBATCH_KERNELS", env)
+        bodybatch.write_track(tmp_path / f"t{env}.xz", track, **{**V3, "chunk_size": 16})
+        data[env] = (tmp_path / f"t{env}.xz").read_bytes()
+    assert data["numpy"] == data[""]

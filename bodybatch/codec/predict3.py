@@ -225,7 +225,15 @@ def _activity_classes(res, n_classes):
 
 
 def _residuals(x, p, off, mean, wl, out):
-    """Rows 1.. of the residuals of one block (``out``, (T, k, D)) with weights ``wl``."""
+    """Rows 1.. of the residuals of one block (``out``, (T, k, D)) with weights ``wl``
+    (compiled when numba is there: the same integers)."""
+    compiled = _kernels.kernels()
+    if compiled is not None and x.shape[1]:
+        wl = np.ascontiguousarray(np.broadcast_to(wl, (wl.shape[0],) + x.shape[1:]))
+        compiled.residuals_v3(0, x.shape[2], x, p, off, wl, out)
+        return
+    if mean is None:
+        mean = _mean_feature(off)
     acc = np.full(mean.shape, 1 << (FRACTION_BITS - 1), np.int64)
     _predict_offsets(off, mean, wl, acc)
     acc >>= FRACTION_BITS
@@ -277,11 +285,12 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
         x_b = xe[:, lo:hi]
         p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])
         off = (x_b << SPATIAL_BITS) - p  # O = 64 x - P
-        mean = _mean_feature(off)
+        mean = None if _kernels.kernels() is not None else _mean_feature(off)
         if n_frames > 1 and n_classes > 1 and hi - lo >= min_classed:
             f = min(n_frames, CLASS_FRAMES)  # the first pass looks at the chunk's first rows
             first = _fit(off[:f, :: max(1, (hi - lo) // FIT_POINTS)], groups, n_lags)
-            _residuals(x_b[:f], p[:f], off[:f], mean[: f - 1], _block_weights(first[None], groups, d)[0][:, None],
+            _residuals(x_b[:f], p[:f], off[:f], None if mean is None else mean[: f - 1],
+                       _block_weights(first[None], groups, d)[0][:, None],
                        res[:f, lo:hi])  # fmt: skip
             classes[lo:hi] = _activity_classes(res[:f, lo:hi], n_classes)
         cl = classes[lo:hi]
