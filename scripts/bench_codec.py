@@ -23,8 +23,9 @@ abs error of bodybatch and of each bodycompress peer, per data source and in tot
 - ``bc-zstd``, ``bc-order-zstd``: the same with bodycompress's zstd backend (faster
                 decode, larger files), when asked for with ``--peers``.
 
-bodybatch variants (``--bodybatch``): ``bodybatch`` (the default codec options) and
-``bb-v2`` (codec v2, format 2.0: ``BodybatchCodec`` with ``V2_OPTIONS``).
+bodybatch variants (``--bodybatch``): ``bodybatch`` (the default codec options),
+``bb-v2`` (codec v2 as tuned today: ``BodybatchCodec`` with ``V2_OPTIONS``, format 3.0) and
+``bb-v2.0`` (the format 2.0 options of bodybatch 0.2, ``V2_0_OPTIONS``).
 
 ``--smpl-vertices N`` adds a source ``smplN``: the synthetic tracks cut to a fixed random
 subset of N of their 13,718 vertices (seeded, kept in index order). With N = 6890 that
@@ -71,9 +72,9 @@ PEERS = {
 
 def bodybatch_variants():
     """bodybatch variant name -> write_track options."""
-    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+    from bodybatch.codec.bodybatch_codec import V2_0_OPTIONS, V2_OPTIONS
 
-    return {"bodybatch": {}, "bb-v2": dict(V2_OPTIONS)}
+    return {"bodybatch": {}, "bb-v2": dict(V2_OPTIONS), "bb-v2.0": dict(V2_0_OPTIONS)}
 
 
 def _numba_jit():
@@ -252,7 +253,7 @@ def main():
     ap.add_argument("--smpl-max-frames", type=int, default=1000, help="person-frames of that source")
     ap.add_argument("--two-opt-passes", type=int, default=20, help="2-opt passes of the bc-order chain (0: greedy only)")
     ap.add_argument("--sources", default="corpus,synth,smpl", help="comma-separated subset of corpus,synth,smpl")
-    ap.add_argument("--bodybatch", default="bodybatch,bb-v2", help="comma-separated bodybatch variants: bodybatch, bb-v2")
+    ap.add_argument("--bodybatch", default="bodybatch,bb-v2", help="comma-separated bodybatch variants: bodybatch, bb-v2, bb-v2.0")
     args = ap.parse_args()
     peers = [p for p in args.peers.split(",") if p]
     unknown = set(peers) - set(PEERS)

@@ -8,7 +8,8 @@ files still decode to exactly those arrays.
 
     python scripts/make_golden.py [--major 2]
 
-``--major 2`` writes the format 2.0 file (the v2 predictor, ``predictor=2``).
+``--major 2`` writes the format 2.0 file (the v2 predictor, ``predictor=2``), ``--major 3``
+the format 3.0 file (its fixed-point form, ``predictor=3``).
 """
 
 import json
@@ -28,6 +29,7 @@ from bodybatch.formats import TRACK_FORMAT_VERSION  # noqa: E402
 MAJOR_OPTIONS = {
     TRACK_FORMAT_VERSION[0]: ({"chunk_size": 8}, 8),
     2: ({"chunk_size": 8, "predictor": 2, "n_parents": 3, "window": 4}, 4),
+    3: ({"chunk_size": 8, "predictor": 3, "n_parents": 4, "window": 8, "level": 12}, 4),
 }
 
 

@@ -143,3 +143,16 @@ def test_inconsistent_chunk_entries_are_format_errors(corpus_tracks):
     ]:
         with pytest.raises(FormatError, match=match):
             codec.decode_chunk(broken(**change), layout, 20)
+
+
+@pytest.mark.parametrize("n_points", [4096 + 200, 8192 + 100])
+def test_small_last_level_joined_to_a_classed_block(tmp_path, n_points):
+    """A last level below 256 points shares a classed block with the level before: the
+    decoder must not run the spatial step in the block's class-sorted layout (bodybatch
+    0.2 did, and decoded such point counts wrongly; the files themselves are fine)."""
+    rng = np.random.default_rng(n_points)
+    track = {
+        "vertices": rng.normal(0, 300, (12, n_points, 3)).astype(np.float32),
+        "vertex_uncertainties": rng.uniform(0.01, 0.1, (12, n_points)).astype(np.float32),
+    }
+    check_track_roundtrip(tmp_path / "t.xz", track, **V2)

@@ -44,6 +44,8 @@ def _compile(numba):
         decode_v1=_Specialized(numba, _make_decode_v1),
         temporal_v2=_Specialized(numba, _make_temporal_v2, 3),
         spatial_v2=_Specialized(numba, _make_spatial_v2, 3),
+        decode_v3=_Specialized(numba, _make_decode_v3),
+        residuals_v3=_Specialized(numba, _make_residuals_v3),
         dequantize=_Specialized(numba, _make_dequantize, 1),
         numba_version=numba.__version__,
     )
@@ -261,3 +263,74 @@ def _make_dequantize(numba, D):
         return top
 
     return dequantize
+
+
+def _make_decode_v3(numba, M, D):
+    import numpy as np
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def decode_v3(res, parents, vw, wpt, levels, order, n_rows, xe, out):
+        """Format 3.0 predictor decode of rows 1.. of one point group (see
+        :mod:`bodybatch.codec.predict3`; row 0 is decoded already).
+
+        res : (N, T, D) int64 residuals, point-major, stored order; parents : (N, M) positions (N:
+        the zero point); vw : (N, M, D) spatial weights; wpt : (N, L + 1, D) temporal
+        weights (lags 1..L, then the running mean's); levels : (n_levels, 2) position
+        ranges; order : (N,) stored position -> original index.
+        xe : (N + 1, n_rows, D) int64 work array, point-major, row 0 decoded, row N zero.
+        out : (n_rows, N, D) int64, original order (row 0 filled here too).
+        """
+        n_lags = wpt.shape[1] - 1
+        off = np.zeros((max(n_rows, 1), D), np.int64)  # O[t] = 64 x[t] - P[t] of one point
+        total = np.zeros(D, np.int64)
+        for li in range(levels.shape[0]):
+            for p in range(levels[li, 0], levels[li, 1]):
+                op = order[p]
+                for c in range(D):
+                    cs = 0
+                    for j in range(M):
+                        cs += vw[p, j, c] * xe[parents[p, j], 0, c]
+                    off[0, c] = (xe[p, 0, c] << 6) - cs
+                    total[c] = off[0, c]
+                    out[0, op, c] = xe[p, 0, c]
+                for t in range(1, n_rows):
+                    for c in range(D):
+                        cs = 0
+                        for j in range(M):
+                            cs += vw[p, j, c] * xe[parents[p, j], t, c]
+                        q = wpt[p, n_lags, c] * (total[c] // t) + 2048
+                        for lag in range(1, n_lags + 1):
+                            q += wpt[p, lag - 1, c] * off[max(t - lag, 0), c]
+                        x = res[p, t, c] + ((cs + (q >> 12) + 32) >> 6)
+                        xe[p, t, c] = x
+                        out[t, op, c] = x
+                        off[t, c] = (x << 6) - cs
+                        total[c] += off[t, c]
+
+    return decode_v3
+
+
+def _make_residuals_v3(numba, M, D):  # M unused: one kernel per D
+    import numpy as np
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def residuals_v3(x, p, off, wl, out):
+        """Format 3.0 encoder: rows 1.. of one block's residuals (see
+        :func:`bodybatch.codec.predict3._residuals`); all (T, k, D) int64 frame-major
+        except ``wl`` (L + 1, k, D)."""
+        n_frames, k = x.shape[0], x.shape[1]
+        n_lags = wl.shape[0] - 1
+        total = np.zeros((k, D), np.int64)
+        for i in range(k):
+            for c in range(D):
+                total[i, c] = off[0, i, c]
+        for t in range(1, n_frames):
+            for i in range(k):
+                for c in range(D):
+                    q = wl[n_lags, i, c] * (total[i, c] // t) + 2048
+                    for lag in range(1, n_lags + 1):
+                        q += wl[lag - 1, i, c] * off[max(t - lag, 0), i, c]
+                    out[t, i, c] = x[t, i, c] - ((p[t, i, c] + (q >> 12) + 32) >> 6)
+                    total[i, c] += off[t, i, c]
+
+    return residuals_v3

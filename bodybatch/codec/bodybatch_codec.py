@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import _kernels, entropy, predict, predict2
+from bodybatch.codec import _kernels, entropy, group2, group3, predict
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
     MAX_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _decode_array, _decode_residual_streams,
@@ -26,7 +26,7 @@ from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classe
 from bodybatch.codec.structure import build_structure, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
 
-__all__ = ["BodybatchCodec", "POINT_GROUPS", "V2_OPTIONS"]
+__all__ = ["BodybatchCodec", "POINT_GROUPS", "V2_OPTIONS", "V2_0_OPTIONS"]
 
 #: group name -> (coordinate field in mm, uncertainty field in m)
 POINT_GROUPS = {
@@ -36,92 +36,11 @@ POINT_GROUPS = {
 #: Bound that keeps a hostile header from driving allocations.
 MAX_CHUNK_ROWS = 1 << 13
 
-#: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``).
-V2_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
-
-def _encode_group_v2(x, structure, n_lags, level, max_abs):
-    """Format 2: one point group's chunk entry (see :mod:`bodybatch.codec.predict2`).
-
-    Streams as in format 1 (per block, component group and class), but rows 1.. of a
-    class are stored frame-major: ``(T-1, points, components)`` in C order.
-    """
-    n_frames, n, d = x.shape
-    blocks, groups = _blocks(n), _components(d)
-    res, weights, s_abs = predict2.encode_residuals(x, structure, blocks, groups, n_lags, max_abs)
-    res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
-    classes = activity_classes(res.transpose(1, 0, 2), res_abs=res_abs)
-    stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
-    res = res.astype(stream_dtype, copy=False)
-    streams = [entropy.encode_numbers(res[0, lo:hi, c0:c1], level) for lo, hi in blocks for c0, c1 in groups]
-    if n_frames > 1:
-        rest = np.take(res[1:], _sorted_layout(n, classes), axis=1)
-        for lo, hi, _, bounds in _rest_blocks(n, classes):
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                streams.extend(entropy.encode_numbers(rest[:, lo + a : lo + b, c0:c1], level) for c0, c1 in groups)
-    return {
-        "max_abs": max_abs,
-        "classes": entropy.encode_numbers(classes.astype(np.uint16)),
-        "dtype": np.dtype(stream_dtype).name,
-        "streams": streams,
-        "s_abs": s_abs,
-        "weights": entropy.encode_numbers(weights.ravel()),
-    }
-
-
-def _decode_group_v2(entry, structure, n_dims, n_frames, n_lags, max_abs, where, rows=None):
-    """Invert :func:`_encode_group_v2`: (T, N, D) integers in original point order
-    (``rows``: a slice of the rows to return; the compiled decoder stops at its end).
-
-    The residuals are decoded in sorted layout (no scatter); the temporal step runs
-    there as is (weights are per block) and the spatial step with the parents and
-    the output order mapped through the layout.
-    """
-    n = structure.n_points
-    blocks, groups = _blocks(n), _components(n_dims)
-    s_abs = int(entry["s_abs"])
-    if not 0 <= s_abs <= predict2.spatial_bound(max_abs, structure.n_parents):
-        raise FormatError(f"{where}implausible residual bound {s_abs}")
-    classes, stream_dtype = _classes_and_dtype(entry, n, where)
-    weights = entropy.decode_numbers(entry["weights"], np.int16, len(blocks) * len(groups) * n_lags, f"{where}weights")
-    weights = weights.reshape(len(blocks), len(groups), n_lags)
-    classes = classes.astype(np.uint8)
-    rest = _rest_blocks(n, classes) if n_frames > 1 else []
-    streams = entry["streams"]
-    expected = len(blocks) * len(groups) + sum(len(b) - 1 for _, _, _, b in rest) * len(groups)
-    if len(streams) != expected:
-        raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
-    m = structure.n_parents
-    xe = np.empty((n_frames, n + 1, n_dims), predict2.decode_dtype(s_abs, n_lags, max_abs, m))
-    it = iter(streams)
-    for lo, hi in blocks:
-        for c0, c1 in groups:
-            vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
-            xe[0, lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
-    if rest:
-        layout = _sorted_layout(n, classes)
-        xe[0, :n] = xe[0, layout]
-        for lo, hi, _, bounds in rest:
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                for c0, c1 in groups:
-                    count = (b - a) * (n_frames - 1) * (c1 - c0)
-                    vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
-                    xe[1:, lo + a : lo + b, c0:c1] = vals.reshape(n_frames - 1, b - a, c1 - c0)
-        position = np.empty(n + 1, np.intp)  # stored position -> sorted position; N stays N
-        position[layout] = np.arange(n)
-        position[n] = n
-        parents = position[structure.parents[layout]]
-        inverse = np.empty(n, np.intp)
-        inverse[structure.order[layout]] = np.arange(n)
-    else:
-        parents = structure.parents
-        inverse = np.empty(n, np.intp)
-        inverse[structure.order] = np.arange(n)
-    stop = None if rows is None else rows.stop
-    x = predict2.decode_residuals(xe, inverse, parents, blocks, weights, s_abs, _kernels.kernels(), stop)
-    if x is None:
-        raise FormatError(f"{where}decoded residuals exceed their bound")
-    return x if rows is None else x[rows.start : rows.stop]
-
+#: The options codec v2 is tuned for (``get_codec("bodybatch", **V2_OPTIONS)``): the
+#: fixed-point predictor (format 3.0), 4 interpolating parents, 8 temporal lags.
+V2_OPTIONS = {"predictor": 3, "chunk_size": 128, "n_parents": 4, "window": 8, "level": 12}
+#: The format 2.0 options of bodybatch 0.2 (``predictor=2``), kept for comparison.
+V2_0_OPTIONS = {"predictor": 2, "chunk_size": 128, "n_parents": 3, "window": 4}
 
 #: VertexStructure -> its coded (curve, steps) header streams, while it is in use.
 _CODED_STRUCTURES = weakref.WeakKeyDictionary()
@@ -151,8 +70,9 @@ class BodybatchCodec(Codec):
     predictor : int or None
         None (or 1): the v1 predictor, format 1.x. 2: the separable v2 predictor
         (:mod:`bodybatch.codec.predict2`; ``window`` is its number of temporal lags),
-        written as format 2.0, which bodybatch releases before it reject. v2 is made
-        for ``chunk_size=128, n_parents=3, window=4`` (:data:`V2_OPTIONS`).
+        written as format 2.0. 3: its fixed-point form (:mod:`bodybatch.codec.predict3`,
+        ~7% smaller), format 3.0. Releases before a format reject it. Made for
+        ``chunk_size=128, n_parents=4, window=8, level=12`` (:data:`V2_OPTIONS`).
     """
 
     codec_id = "bodybatch"
@@ -164,7 +84,7 @@ class BodybatchCodec(Codec):
         CodecOption("n_parents", int, 3, "spatial parents per vertex", 1, 16),
         CodecOption("window", int, 2, "frames the temporal predictor averages", 1, 8),
         CodecOption("level", int, 8, "entropy coder effort", 0, 12),
-        CodecOption("predictor", int, None, "predictor version: 1 (unset) or 2 (format 2.0, smaller)", 1, 2),
+        CodecOption("predictor", int, None, "predictor: 1 (unset), 2 (format 2.0) or 3 (format 3.0, smallest)", 1, 3),
     )
     grid_fields = ("vertices", "vertex_uncertainties")
 
@@ -177,8 +97,8 @@ class BodybatchCodec(Codec):
 
     @property
     def format_major(self):
-        """Major version of the track format this codec's chunks need (2: v2 predictor)."""
-        return 2 if self.predictor == 2 else 1
+        """Major version of the track format this codec's chunks need (2, 3: v2 predictors)."""
+        return self.predictor or 1
 
     def factors(self):
         """Grid factors (grid steps per unit): coordinates per mm, uncertainties per m."""
@@ -208,11 +128,14 @@ class BodybatchCodec(Codec):
             if coord not in first:
                 continue
             n_points = first[coord].shape[1]
-            key = (group, n_points, self.n_parents)
+            key = (group, n_points, self.n_parents) + (("sorted",) if self.predictor == 3 else ())
             structure = structures.get(key) if structures is not None else None
             if structure is None:
                 points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
-                structure = build_structure(points, self.n_parents)
+                if self.predictor == 3:
+                    structure = group3.sorted_parents(build_structure(points, self.n_parents, step_cost=group3.STEP_COST))
+                else:
+                    structure = build_structure(points, self.n_parents)
                 if structures is not None:
                     structures[key] = structure
             layout[group] = {"n_points": n_points, "n_dims": 3 + (unc in first), "structure": structure}
@@ -222,11 +145,14 @@ class BodybatchCodec(Codec):
         """Layout -> msgpack-ready map (structure as compact coded integer arrays)."""
         out = {}
         for group, g in layout.items():
-            coded = _CODED_STRUCTURES.get(g["structure"])
+            coded = _CODED_STRUCTURES.get(g["structure"], {}).get(self.predictor)
             if coded is None:  # tracks of one video share a structure: code it once
-                curve, steps = structure_to_arrays(g["structure"])
-                coded = entropy.encode_numbers(curve, delta=True), entropy.encode_numbers(steps)
-                _CODED_STRUCTURES[g["structure"]] = coded
+                if self.predictor == 3:
+                    coded = group3.encode_structure(g["structure"])
+                else:
+                    curve, steps = structure_to_arrays(g["structure"])
+                    coded = entropy.encode_numbers(curve, delta=True), entropy.encode_numbers(steps)
+                _CODED_STRUCTURES.setdefault(g["structure"], {})[self.predictor] = coded
             out[group] = {
                 "n_points": g["n_points"],
                 "n_dims": g["n_dims"],
@@ -246,9 +172,12 @@ class BodybatchCodec(Codec):
                 n, d, m = int(g["n_points"]), int(g["n_dims"]), int(g["n_parents"])
                 if not (1 <= n <= MAX_POINTS and d in (3, 4) and 1 <= m <= 16):
                     raise FormatError(f"{where}implausible {group} layout n={n} d={d} m={m}")
-                curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
-                steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
-                structure = structure_from_arrays(curve, steps, m)
+                if self.predictor == 3:
+                    structure = group3.decode_structure(g["curve"], g["steps"], n, m, f"{where}{group} ")
+                else:
+                    curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
+                    steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
+                    structure = structure_from_arrays(curve, steps, m)
                 layout[group] = {"n_points": n, "n_dims": d, "structure": structure}
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{where}malformed point layout ({exc!r})") from None
@@ -299,7 +228,10 @@ class BodybatchCodec(Codec):
                 unc_abs, err = _grid.quantize_into(chunk[unc], unc_factor, unc, x[:, :, 3])
                 max_abs, max_error = max(max_abs, unc_abs), max(max_error, 1000.0 * err)
             if self.predictor == 2:
-                out["points"][group] = _encode_group_v2(x, g["structure"], self.window, self.level, max_abs)
+                out["points"][group] = group2.encode_group(x, g["structure"], self.window, self.level, max_abs)
+                continue
+            if self.predictor == 3:
+                out["points"][group] = group3.encode_group(x, g["structure"], self.window, self.level, max_abs)
                 continue
             res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
             res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
@@ -345,8 +277,10 @@ class BodybatchCodec(Codec):
                     raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
                 d = g["n_dims"]
                 if self.predictor == 2:
-                    x = _decode_group_v2(entry, g["structure"], d, n_frames, self.window, max_abs,
-                                         f"{where}{group}: ", rows)  # fmt: skip
+                    x = group2.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
+                                            f"{where}{group}: ", rows)  # fmt: skip
+                elif self.predictor == 3:
+                    x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
                 compiled = _kernels.kernels()

@@ -36,10 +36,10 @@ __all__ = ["MAGICS", "VERSION", "TrackFileWriter", "BodybatchTrackReader", "open
 
 MAGIC = b"\x89BBTRK\r\n"
 MAGICS = (MAGIC,)
-#: (major, minor) written by default (the v2 predictor writes 2.0); readers take every
+#: (major, minor) written by default (the v2 predictors write 2.0 and 3.0); readers take every
 #: minor of the majors in READ_MAJORS.
 VERSION = TRACK_FORMAT_VERSION
-READ_MAJORS = (1, 2)
+READ_MAJORS = (1, 2, 3)
 _END_MAGIC = b"BBTRKEND"
 _CHUNK_TAG = b"CHK1"
 _PREAMBLE = struct.Struct("<8sHHII")
@@ -123,7 +123,7 @@ class TrackFileWriter:
         })  # fmt: skip
         if len(body) > MAX_HEADER_BYTES:
             raise OutputError(f"{self.path}: header of {len(body)} bytes is too large")
-        major = self.codec.format_major  # 1, or 2 for the v2 predictor
+        major = self.codec.format_major  # 1, or 2 / 3 for the v2 predictors
         version = VERSION if major == VERSION[0] else (major, 0)
         self._write(_PREAMBLE.pack(MAGIC, *version, len(body), zlib.crc32(body)) + body)
 

@@ -1,0 +1,378 @@
+"""Fixed-point space-time prediction of integer point tracks (codec v2.1, format 3.0).
+
+Same ingredients as :mod:`bodybatch.codec.predict2` (frame 0 from the parents' mean,
+interpolating spatial weights from frame 0, least-squares temporal weights per block
+and component group), but the offset to the parents is kept at full precision
+instead of being rounded to the grid every frame. Per chunk, with ``x[t, p]`` the grid
+values at stored position ``p`` and ``N`` the virtual zero point:
+
+1. **Frame 0**: ``r[0, p] = x[0, p] - floor((sum_j x[0, p_j] + m//2) / m)``.
+2. **Spatial weights** ``W[p, j]`` (sum 64) from the chunk's decoded frame 0
+   (:func:`ridge_weights`; even weights for the uncertainty component).
+3. **Weighted parents** ``P[t, p] = sum_j W[p, j] * x[t, p_j]`` and the exact
+   64-scaled offset ``O[t, p] = 64 * x[t, p] - P[t, p]`` (no rounding).
+4. **Temporal**: with ``w[b, g, 0..L]`` the stored int16 weights (``F = 12``
+   fractional bits) of the point's block and component group, for ``t >= 1``: the
+   lags and the running mean ``M[t, p] = floor(sum_{i < t} O[i, p] / t)`` give
+   ``Q[t, p] = (sum_{l=1..L} w[b, g, l-1] * O[max(t - l, 0), p] + w[b, g, L] * M[t, p]
+   + 2**(F-1)) >> F`` and ``r[t, p] = x[t, p] - ((P[t, p] + Q[t, p] + 32) >> 6)``.
+
+One rounding per value instead of two (v2 rounds ``P / 64`` and the temporal sum
+separately and predicts from rounded offsets): about 3% smaller files; the running
+mean carries the slowly varying part of the offset (about as much as 24 more lags,
+for one term). The price is
+the decode order: ``O[t]`` needs ``x[t]``, which needs the parents at frame ``t``, so
+the decoder goes level by level and, inside a level, frame by frame (v1's order);
+the arrays it needs are those of v2 (spatial weights (N, m, D), parents, temporal
+weights (n_blocks, n_classes, n_groups, L + 1) and block bounds). All arithmetic is int64: with
+``|x| <= 2**30``, ``|W| <= 128``, m <= 4 (even weights otherwise) and T <= 2**13,
+``|O| < 2**40``, the running sums stay below 2**53 and the temporal sum below 2**57.
+"""
+
+import numpy as np
+
+from bodybatch.codec import _kernels
+from bodybatch.codec.predict2 import (
+    FIT_POINTS, FRACTION_BITS, MAX_WEIGHT, SPATIAL_BITS, SPATIAL_ONE, _gather, _parent_pred, base_weights,
+)  # fmt: skip
+from bodybatch.codec.structure import level_bounds
+
+__all__ = ["ridge_weights", "encode_residuals", "decode_residuals"]
+
+#: Coordinate differences are shifted to below 2**_RIDGE_BITS before the solve (int64-safe).
+_RIDGE_BITS = 9
+#: Bounds of the spatial weights (sum 64): -1 and 2 (v2: -0.5 and 1.5).
+MIN_SPATIAL = 64
+MAX_SPATIAL = 128
+#: Ridge strength: lambda = 1 / _RIDGE_DIV times the mean squared edge length.
+_RIDGE_DIV = 16
+#: m = 4: the normal equations times 12 / lambda (192: lambda = 1/16, as for m = 3).
+_RIDGE4_SCALE = 192
+#: Rows of a chunk the encoder's first pass (activity classes) looks at.
+CLASS_FRAMES = 128
+
+
+def ridge_weights(x0, parents):
+    """(N, m) int64 interpolation weights (rows sum to 64) from one decoded frame.
+
+    For m = 3 and a point ``p`` with real parents ``q1, q2, q3``: ``a = q1 - q3``,
+    ``b = q2 - q3``, ``y = p - q3`` (shifted right by one number of bits so that every
+    component is below 2**9), the ridge least squares ``u`` of ``y ~ u1 a + u2 b``
+    shrunk toward ``1/3`` with ``lambda = (|a|^2 + |b|^2) / 32``, solved exactly by
+    Cramer's rule on the system multiplied by 96:
+    ``G = 96 [[aa, ab], [ab, bb]] + 3 (aa + bb) I``, ``h = 96 [ay, by] + (aa + bb)``;
+    ``w_i = floor((128 num_i + det) / (2 det))``, ``w3 = 64 - w1 - w2``. Kept when
+    ``det > 0`` and each weight is in ``[-64, 128]``; else the even weights of
+    :func:`bodybatch.codec.predict2.base_weights`. m = 4: the same with three edges
+    ``a_i = q_i - q_4`` (:func:`_ridge4`); other m: even weights.
+
+    Parameters
+    ----------
+    x0 : (N + 1, 3) int array (row N: the zero point).
+    parents : (N, m) int array of rows of ``x0``.
+    """
+    n, m = parents.shape
+    w = np.tile(base_weights(m), (n, 1))
+    if m not in (3, 4) or n == 0:
+        return w
+    x0 = np.asarray(x0, np.int64)
+    q = x0[parents]
+    edges = [q[:, i] - q[:, m - 1] for i in range(m - 1)] + [x0[:n] - q[:, m - 1]]
+    big = np.maximum(np.abs(np.concatenate(edges, axis=1)).max(axis=1), 1)
+    shift = np.maximum(np.frexp(big.astype(np.float64))[1] - _RIDGE_BITS, 0)[:, None]  # exact: big < 2**53
+    edges = [e >> shift for e in edges]
+    if m == 4:
+        cand, ok = _ridge4(*edges)
+    else:
+        cand, ok = _ridge3(*edges)
+    ok &= (parents < n).all(axis=1)
+    ok &= ((cand >= -MIN_SPATIAL) & (cand <= MAX_SPATIAL)).all(axis=1)
+    w[ok] = cand[ok]
+    return w
+
+
+def _ridge3(a, b, y):
+    """(n, 3) candidate weights and (n,) det > 0 for m = 3 (see :func:`ridge_weights`)."""
+    aa, bb, ab = (a * a).sum(1), (b * b).sum(1), (a * b).sum(1)
+    ay, by = (a * y).sum(1), (b * y).sum(1)
+    scale = 96 // (2 * _RIDGE_DIV) * (aa + bb)  # 96 * lambda
+    g11, g22, g12 = 96 * aa + scale, 96 * bb + scale, 96 * ab
+    h1, h2 = 96 * ay + (aa + bb), 96 * by + (aa + bb)
+    det = g11 * g22 - g12 * g12
+    ok = det > 0
+    safe = np.where(ok, det, 1)
+    w1 = (2 * SPATIAL_ONE * (g22 * h1 - g12 * h2) + safe) // (2 * safe)
+    w2 = (2 * SPATIAL_ONE * (g11 * h2 - g12 * h1) + safe) // (2 * safe)
+    return np.stack([w1, w2, SPATIAL_ONE - w1 - w2], axis=1), ok
+
+
+def _ridge4(a0, a1, a2, y):
+    """(n, 4) candidate weights and (n,) det > 0 for m = 4.
+
+    ``G = 192 A^T A + 4 S I``, ``h = 192 A^T y + S`` with ``S = sum |a_i|^2`` (ridge
+    ``S / 48`` toward 1/4, times 192), both shifted right by one number of bits per
+    point so that every entry is below 2**15, then Cramer's rule (|det| < 2**48).
+    """
+    edges = (a0, a1, a2)
+    big_s = sum((e * e).sum(1) for e in edges)
+    a = _RIDGE4_SCALE
+    g = [[a * (edges[i] * edges[j]).sum(1) + (4 * big_s if i == j else 0) for j in range(3)] for i in range(3)]
+    h = [a * (e * y).sum(1) + big_s for e in edges]
+    top = np.maximum(np.abs(np.stack([v for row in g for v in row] + h, axis=1)).max(axis=1), 1)
+    sh = np.maximum(np.frexp(top.astype(np.float64))[1] - 15, 0)
+    g = [[v >> sh for v in row] for row in g]
+    h = [v >> sh for v in h]
+
+    def det3(c0, c1, c2):  # columns
+        return (c0[0] * (c1[1] * c2[2] - c2[1] * c1[2]) - c1[0] * (c0[1] * c2[2] - c2[1] * c0[2])
+                + c2[0] * (c0[1] * c1[2] - c1[1] * c0[2]))  # fmt: skip
+
+    cols = [[g[i][j] for i in range(3)] for j in range(3)]
+    det = det3(*cols)
+    ok = det > 0
+    safe = np.where(ok, det, 1)
+    ws = []
+    for j in range(3):
+        num = det3(*[h if k == j else cols[k] for k in range(3)])
+        ws.append((2 * SPATIAL_ONE * num + safe) // (2 * safe))
+    return np.stack(ws + [SPATIAL_ONE - ws[0] - ws[1] - ws[2]], axis=1), ok
+
+
+def value_weights(x0, parents, d):
+    """(N, m, D) int64 per-value spatial weights: ridge for coordinates, even for the rest."""
+    w = np.empty(parents.shape + (d,), np.int64)
+    w[:, :, :3] = ridge_weights(x0[:, :3], parents)[:, :, None]
+    w[:, :, 3:] = base_weights(parents.shape[1])[None, :, None]
+    return w
+
+
+def _weighted_sum(xe, parents, weights):
+    """P = sum_j weights[:, j] * xe[:, parents[:, j]]: (T, len(parents), D) int64."""
+    p = _gather(xe, parents[:, 0]) * weights[:, 0]
+    for j in range(1, parents.shape[1]):
+        p += _gather(xe, parents[:, j]) * weights[:, j]
+    return p
+
+
+def _point_weights(weights, blocks, groups, classes, lo, hi, d):
+    """[(a, b, wl)]: the segments of positions [lo, hi) inside one block each, with
+    their points' (L + 1, b - a, D) temporal weights (lag 1 first, the running mean's
+    last) from the (n_blocks, n_classes, n_groups, L + 1) table."""
+    out = []
+    for bi, (b0, b1) in enumerate(blocks):
+        a, b = max(lo, b0), min(hi, b1)
+        if a < b:
+            table = np.empty((weights.shape[1], weights.shape[3], d), np.int64)  # class, feature, D
+            for gi, (c0, c1) in enumerate(groups):
+                table[:, :, c0:c1] = weights[bi, :, gi].astype(np.int64)[:, :, None]
+            out.append((a, b, np.ascontiguousarray(table[classes[a:b]].transpose(1, 0, 2))))
+    return out
+
+
+def _mean_feature(off):
+    """(T - 1, ...) running means ``floor(sum_{i < t} O[i] / t)`` of frames 1..T-1."""
+    n_frames = off.shape[0]
+    total = np.cumsum(off[:-1], axis=0)
+    return np.floor_divide(total, np.arange(1, n_frames).reshape((-1,) + (1,) * (off.ndim - 1)), out=total)
+
+
+def _predict_offsets(off, mean, wl, out):
+    """out[t - 1] += the temporal sum of frame t (1..T-1) before the shift: weights
+    ``wl`` (L + 1, k, D) (or broadcastable), offsets ``off`` (T, k, D), running means
+    ``mean`` (T - 1, k, D)."""
+    n_frames, n_lags = off.shape[0], wl.shape[0] - 1
+    for lag in range(1, n_lags + 1):
+        k = min(lag - 1, n_frames - 1)  # frames 1..lag-1 see frame 0 instead
+        if lag < n_frames:
+            out[k:] += wl[lag - 1] * off[: n_frames - lag]
+        out[:k] += wl[lag - 1] * off[0]
+    out += wl[n_lags] * mean
+
+
+def _fit(off, groups, n_lags):
+    """(n_groups, L + 1) int16 least-squares weights of the offsets (T, k, D) (float64;
+    encoder only: the decoder uses the stored integers)."""
+    w = np.zeros((len(groups), n_lags + 1), np.int16)
+    n_frames = off.shape[0]
+    if n_frames < 2 or off.shape[1] == 0:
+        return w
+    rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
+    for gi, (c0, c1) in enumerate(groups):
+        o = off[:, :, c0:c1].astype(np.float64)
+        feats = np.empty((n_lags + 2,) + o[1:].shape)  # the features, then the target
+        for lag in range(n_lags):
+            feats[lag] = o[rows[lag]]
+        feats[n_lags] = _mean_feature(off[:, :, c0:c1])
+        feats[n_lags + 1] = o[1:]
+        design = feats.reshape(n_lags + 2, -1)
+        full = design @ design.T  # one GEMM (a matrix-vector product here is ~10x slower)
+        gram, rhs = full[: n_lags + 1, : n_lags + 1].copy(), full[: n_lags + 1, n_lags + 1]
+        # A little ridge keeps the fit stable on constant or tiny blocks.
+        gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
+        try:
+            coef = np.linalg.solve(gram, rhs)
+        except np.linalg.LinAlgError:
+            coef = np.zeros(n_lags + 1)
+        w[gi] = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT).astype(np.int16)
+    return w
+
+
+def _activity_classes(res, n_classes):
+    """(k,) uint8 quantile class of each point's mean |coordinate residual| (rows 1..)."""
+    act = np.abs(res[1:, :, :3]).sum(axis=(0, 2))
+    edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
+    return np.searchsorted(edges, act, side="right").astype(np.uint8)
+
+
+def _residuals(x, p, off, mean, wl, out):
+    """Rows 1.. of the residuals of one block (``out``, (T, k, D)) with weights ``wl``
+    (compiled when numba is there: the same integers)."""
+    compiled = _kernels.kernels()
+    if compiled is not None and x.shape[1]:
+        wl = np.ascontiguousarray(np.broadcast_to(wl, (wl.shape[0],) + x.shape[1:]))
+        compiled.residuals_v3(0, x.shape[2], x, p, off, wl, out)
+        return
+    if mean is None:
+        mean = _mean_feature(off)
+    acc = np.full(mean.shape, 1 << (FRACTION_BITS - 1), np.int64)
+    _predict_offsets(off, mean, wl, acc)
+    acc >>= FRACTION_BITS
+    acc += p[1:]
+    acc += SPATIAL_ONE // 2
+    acc >>= SPATIAL_BITS
+    np.subtract(x[1:], acc, out=out[1:])
+
+
+def _block_weights(weights, groups, d):
+    """(n_classes, L + 1, D) per-value weights from one block's (n_classes, n_groups, L + 1)."""
+    table = np.empty((weights.shape[0], weights.shape[2], d), np.int64)
+    for gi, (c0, c1) in enumerate(groups):
+        table[:, :, c0:c1] = weights[:, gi].astype(np.int64)[:, :, None]
+    return table
+
+
+def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_classed=0):
+    """Residuals of integer points.
+
+    Parameters
+    ----------
+    x : ndarray of int, shape (T, N, D), original point order, |x| <= 2**30.
+    structure : VertexStructure
+    blocks, groups : lists of (lo, hi) point blocks / (c0, c1) component groups that
+        share temporal weights.
+    n_lags : int
+        L >= 1.
+    n_classes, min_classed : int
+        Blocks of at least ``min_classed`` points are split into ``n_classes``
+        activity classes (quantiles of a first pass's mean |coordinate residual|),
+        each with its own weights.
+
+    Returns
+    -------
+    res : ndarray of int64, shape (T, N, D), stored order (frame-major).
+    weights : ndarray of int16, shape (len(blocks), n_classes, len(groups), L + 1).
+    classes : ndarray of uint8, shape (N,).
+    """
+    n_frames, n, d = x.shape
+    xe = np.zeros((n_frames, n + 1, d), np.int64)
+    xe[:, :n] = _gather(np.ascontiguousarray(x, np.int64), structure.order)
+    parents = structure.parents
+    vw = value_weights(xe[0], parents, d)
+    res = np.empty((n_frames, n, d), np.int64)
+    classes = np.zeros(n, np.uint8)
+    weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
+    for bi, (lo, hi) in enumerate(blocks):
+        x_b = xe[:, lo:hi]
+        p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])
+        off = (x_b << SPATIAL_BITS) - p  # O = 64 x - P
+        mean = None if _kernels.kernels() is not None else _mean_feature(off)
+        if n_frames > 1 and n_classes > 1 and hi - lo >= min_classed:
+            f = min(n_frames, CLASS_FRAMES)  # the first pass looks at the chunk's first rows
+            first = _fit(off[:f, :: max(1, (hi - lo) // FIT_POINTS)], groups, n_lags)
+            _residuals(x_b[:f], p[:f], off[:f], None if mean is None else mean[: f - 1],
+                       _block_weights(first[None], groups, d)[0][:, None],
+                       res[:f, lo:hi])  # fmt: skip
+            classes[lo:hi] = _activity_classes(res[:f, lo:hi], n_classes)
+        cl = classes[lo:hi]
+        for c in range(n_classes):
+            idx = np.flatnonzero(cl == c)
+            step = max(1, len(idx) * n_classes // FIT_POINTS)  # an even subsample: FIT_POINTS a block
+            weights[bi, c] = _fit(off[:, idx[::step]], groups, n_lags)
+        if n_frames > 1:
+            wl = _block_weights(weights[bi], groups, d)[cl].transpose(1, 0, 2)  # (L + 1, k, D)
+            _residuals(x_b, p, off, mean, wl, res[:, lo:hi])
+    res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
+    return res, weights, classes
+
+
+def decode_residuals(res, order, parents, blocks, weights, classes):
+    """Invert :func:`encode_residuals`.
+
+    Parameters
+    ----------
+    res : ndarray of int64, shape (N, T, D), point-major residuals in stored order
+        (T: the rows to decode, a prefix of the chunk's).
+    order : (N,) int array
+        Stored position -> original point index (the structure's order).
+    parents : (N, m) int array of stored positions (N: the zero point).
+    blocks : (lo, hi) blocks of the temporal weights.
+    weights : (len(blocks), n_classes, n_groups, L + 1) int array (component groups:
+        [0, 3), [3, D)).
+    classes : (N,) int array of stored positions' classes (below n_classes).
+
+    Returns
+    -------
+    x : ndarray of int64, shape (T, N, D), original point order.
+    """
+    n, n_frames, d = res.shape
+    n_lags = weights.shape[3] - 1
+    groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
+    xe = np.zeros((1, n + 1, d), np.int64)
+    xe[0, :n] = res[:, 0]
+    for lo, hi in level_bounds(n):  # frame 0: the parents' mean
+        xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
+    compiled = _kernels.kernels() if n_frames > 1 else None
+    if compiled is not None:
+        vw = value_weights(xe[0], parents, d)
+        wpt = np.concatenate([w for _, _, w in _point_weights(weights, blocks, groups, classes, 0, n, d)], axis=1)
+        work = np.zeros((n + 1, n_frames, d), np.int64)  # point-major; row N: the zero point
+        work[:n, 0] = xe[0, :n]
+        out = np.empty((n_frames, n, d), np.int64)
+        levels = np.array(level_bounds(n), np.int64).reshape(-1, 2)
+        compiled.decode_v3(parents.shape[1], d, res,
+                           np.ascontiguousarray(parents, np.int64), vw, np.ascontiguousarray(wpt.transpose(1, 0, 2)),
+                           levels, np.asarray(order, np.int64), n_frames, work, out)  # fmt: skip
+        return out
+    if n_frames == 1:
+        return _gather(xe, np.argsort(order))
+    x0 = xe[0]
+    xe = np.zeros((n_frames, n + 1, d), np.int64)
+    xe[:, :n] = res.transpose(1, 0, 2)
+    xe[0] = x0
+    if True:  # the numpy reference
+        vw = value_weights(xe[0], parents, d)
+        half = 1 << (FRACTION_BITS - 1)
+        for lo, hi in level_bounds(n):
+            p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])  # parents: all frames known
+            for a, b, wl in _point_weights(weights, blocks, groups, classes, lo, hi, d):
+                # hist[i]: the offsets of frame i - (L - 1), frame 0 for i < L.
+                hist = np.empty((n_frames + n_lags - 1, b - a, d), np.int64)
+                pa = p[:, a - lo : b - lo]
+                hist[:n_lags] = (xe[0, a:b] << SPATIAL_BITS) - pa[0]
+                total = hist[0].copy()  # sum of the offsets of frames < t
+                wrev = np.ascontiguousarray(wl[n_lags - 1 :: -1])  # (L, b - a, D), oldest lag first, as in hist
+                w_mean = wl[n_lags]
+                x = xe[:, a:b]
+                for t in range(1, n_frames):
+                    q = (wrev * hist[t - 1 : t - 1 + n_lags]).sum(axis=0)
+                    q += w_mean * (total // t)
+                    q += half
+                    q >>= FRACTION_BITS
+                    q += pa[t]
+                    q += SPATIAL_ONE // 2
+                    q >>= SPATIAL_BITS
+                    x[t] += q
+                    o = hist[t + n_lags - 1]
+                    np.subtract(x[t] << SPATIAL_BITS, pa[t], out=o)
+                    total += o
+    return _gather(xe, np.argsort(order))
