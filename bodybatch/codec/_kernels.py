@@ -268,44 +268,86 @@ def _make_dequantize(numba, D):
 def _make_decode_v3(numba, M, D):
     import numpy as np
 
+    #: points decoded together: their lag sums run as contiguous (point, component) lanes
+    TILE = 64
+    K = TILE * D
+
     @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def decode_v3(res, parents, vw, wpt, levels, order, n_rows, xe, out):
+    def decode_v3(res, parents, vw, wpt, levels, n_rows, xe, out):
         """Format 3.0 predictor decode of rows 1.. of one point group (see
         :mod:`bodybatch.codec.predict3`; row 0 is decoded already).
 
         res : (N, T, D) int64 residuals, point-major, stored order; parents : (N, M) positions (N:
         the zero point); vw : (N, M, D) spatial weights; wpt : (N, L + 1, D) temporal
         weights (lags 1..L, then the running mean's); levels : (n_levels, 2) position
-        ranges; order : (N,) stored position -> original index.
+        ranges.
         xe : (N + 1, n_rows, D) int64 work array, point-major, row 0 decoded, row N zero.
-        out : (n_rows, N, D) int64, original order (row 0 filled here too).
+        out : (n_rows, N, D) int64, stored order (row 0 filled here too; the caller
+        reorders: written in stored order, each tile's rows are contiguous, measured
+        1.6x faster than scattering to the original order here).
+
+        Per level: the weighted parents ``P`` of every frame first (each parent's frames
+        are contiguous), then tiles of ``TILE`` points frame by frame, the lag sums
+        over contiguous lanes (measured 2.2x faster than a loop per point and frame).
         """
         n_lags = wpt.shape[1] - 1
-        off = np.zeros((max(n_rows, 1), D), np.int64)  # O[t] = 64 x[t] - P[t] of one point
-        total = np.zeros(D, np.int64)
+        largest = 0
         for li in range(levels.shape[0]):
-            for p in range(levels[li, 0], levels[li, 1]):
-                op = order[p]
-                for c in range(D):
-                    cs = 0
-                    for j in range(M):
-                        cs += vw[p, j, c] * xe[parents[p, j], 0, c]
-                    off[0, c] = (xe[p, 0, c] << 6) - cs
-                    total[c] = off[0, c]
-                    out[0, op, c] = xe[p, 0, c]
-                for t in range(1, n_rows):
+            largest = max(largest, levels[li, 1] - levels[li, 0])
+        pall = np.empty((largest, n_rows, D), np.int64)  # P of a level's points, point-major
+        hist = np.empty((n_rows + n_lags, K), np.int64)  # hist[L - 1 + f] = O[f]; hist[:L] = O[0]
+        w = np.empty((n_lags + 1, K), np.int64)
+        total = np.empty(K, np.int64)  # sum of the offsets of frames < t
+        qbuf = np.empty(K, np.int64)
+        for li in range(levels.shape[0]):
+            lo, hi = levels[li, 0], levels[li, 1]
+            for p in range(lo, hi):
+                pp = pall[p - lo]
+                for t in range(n_rows):
                     for c in range(D):
-                        cs = 0
-                        for j in range(M):
-                            cs += vw[p, j, c] * xe[parents[p, j], t, c]
-                        q = wpt[p, n_lags, c] * (total[c] // t) + 2048
-                        for lag in range(1, n_lags + 1):
-                            q += wpt[p, lag - 1, c] * off[max(t - lag, 0), c]
-                        x = res[p, t, c] + ((cs + (q >> 12) + 32) >> 6)
-                        xe[p, t, c] = x
-                        out[t, op, c] = x
-                        off[t, c] = (x << 6) - cs
-                        total[c] += off[t, c]
+                        pp[t, c] = 0
+                for j in range(M):
+                    q = parents[p, j]
+                    for t in range(n_rows):
+                        for c in range(D):
+                            pp[t, c] += vw[p, j, c] * xe[q, t, c]
+            for a in range(lo, hi, TILE):
+                nb = min(TILE, hi - a)
+                nk = nb * D
+                for i in range(nb):
+                    p = a + i
+                    for c in range(D):
+                        k = i * D + c
+                        for lag in range(n_lags + 1):
+                            w[lag, k] = wpt[p, lag, c]
+                        o = (xe[p, 0, c] << 6) - pall[p - lo, 0, c]
+                        total[k] = o
+                        for lag in range(n_lags):
+                            hist[lag, k] = o
+                        out[0, p, c] = xe[p, 0, c]
+                for t in range(1, n_rows):
+                    inv_t = 1.0 / t
+                    for k in range(nk):  # the running mean's term: floor(total / t), exactly
+                        mean = np.int64(np.floor(total[k] * inv_t))  # |total| < 2**52: off by at most 1
+                        rem = total[k] - mean * t
+                        mean += (rem >= t) - (rem < 0)
+                        qbuf[k] = w[n_lags, k] * mean + 2048
+                    for lag in range(1, n_lags + 1):  # the lags: contiguous lanes
+                        hrow = hist[n_lags - 1 + t - lag]
+                        wrow = w[lag - 1]
+                        for k in range(nk):
+                            qbuf[k] += wrow[k] * hrow[k]
+                    orow = hist[n_lags - 1 + t]
+                    for i in range(nb):
+                        p = a + i
+                        for c in range(D):
+                            k = i * D + c
+                            cs = pall[p - lo, t, c]
+                            x = res[p, t, c] + ((cs + (qbuf[k] >> 12) + 32) >> 6)
+                            xe[p, t, c] = x
+                            out[t, p, c] = x
+                            orow[k] = (x << 6) - cs
+                            total[k] += orow[k]
 
     return decode_v3
 

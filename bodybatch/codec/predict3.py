@@ -341,8 +341,8 @@ def decode_residuals(res, order, parents, blocks, weights, classes):
         levels = np.array(level_bounds(n), np.int64).reshape(-1, 2)
         compiled.decode_v3(parents.shape[1], d, res,
                            np.ascontiguousarray(parents, np.int64), vw, np.ascontiguousarray(wpt.transpose(1, 0, 2)),
-                           levels, np.asarray(order, np.int64), n_frames, work, out)  # fmt: skip
-        return out
+                           levels, n_frames, work, out)  # fmt: skip
+        return _gather(out, np.argsort(order))
     if n_frames == 1:
         return _gather(xe, np.argsort(order))
     x0 = xe[0]
