@@ -160,8 +160,12 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
             b = min(hi, a + 4096)
             near = nearest[a - lo : b - lo]
             rel = (grid[near] - grid[a:b, None]).astype(np.float32)  # (n, C, 3)
-            total = np.matmul(selector, rel)  # (n, combos, 3): m * (centroid - point)
-            miss = np.einsum("ncd,ncd->nc", total, total)
+            # m * (centroid - point) per combination, as one matrix product: (n, 3, combos)
+            # (sums of m integers below 2**24: exact in float32, so in any order)
+            total = (rel.transpose(0, 2, 1).reshape(-1, rel.shape[1]) @ selector.T).reshape(len(rel), 3, -1)
+            miss = total[:, 0] * total[:, 0]
+            miss += total[:, 1] * total[:, 1]
+            miss += total[:, 2] * total[:, 2]
             if step_cost:
                 steps = np.log2(1 + np.abs(slot_of[near] - slots[a - lo : b - lo, None])).astype(np.float32)
                 miss = np.log2(1 + miss) + step_cost * np.matmul(steps, selector.T)  # (n, combos)
