@@ -22,6 +22,28 @@ def _walk(rng, n_frames, n, d, scale, step):
     return base[None] + moves + drift
 
 
+def _decode_with_and_without_kernels(path, monkeypatch, rows=()):
+    """(compiled decode, numpy decode, compiled rows ``rows``) of a track file."""
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    assert _kernels.kernels() is not None
+    with bodybatch.open_track(path) as reader:
+        compiled = reader.to_arrays()
+        picked = [reader[k] for k in rows]
+    monkeypatch.setenv(_kernels.KERNELS_ENV, "numpy")
+    assert _kernels.kernels() is None
+    with bodybatch.open_track(path) as reader:
+        reference = reader.to_arrays()
+    assert set(compiled) == set(reference)
+    for key, value in reference.items():
+        if key == "camera":
+            for k, v in value.items():
+                np.testing.assert_array_equal(compiled[key][k], v)
+        else:
+            assert compiled[key].dtype == value.dtype
+            np.testing.assert_array_equal(compiled[key], value)
+    return compiled, reference, picked
+
+
 @pytest.mark.parametrize(
     "n, n_frames, d, m, window, scale",
     [(1, 1, 3, 1, 1, 50), (5, 3, 4, 2, 2, 50), (700, 17, 4, 3, 2, 3000), (2500, 64, 4, 3, 2, 3000),
@@ -62,22 +84,7 @@ def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, s
 def test_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch, options, drop):
     track = {k: v for k, v in corpus_tracks["nlf_xz_0000/p0"].items() if k not in drop}
     bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=16, **options)
-    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
-    assert _kernels.kernels() is not None
-    with bodybatch.open_track(tmp_path / "t.xz") as reader:
-        compiled = reader.to_arrays()
-    monkeypatch.setenv(_kernels.KERNELS_ENV, "numpy")
-    assert _kernels.kernels() is None
-    with bodybatch.open_track(tmp_path / "t.xz") as reader:
-        reference = reader.to_arrays()
-    assert set(compiled) == set(reference)
-    for key, value in reference.items():
-        if key == "camera":
-            for k, v in value.items():
-                np.testing.assert_array_equal(compiled[key][k], v)
-        else:
-            assert compiled[key].dtype == value.dtype
-            np.testing.assert_array_equal(compiled[key], value)
+    _decode_with_and_without_kernels(tmp_path / "t.xz", monkeypatch)
 
 
 def test_rows_read_one_at_a_time_equal_the_whole_track(tmp_path, corpus_tracks):
@@ -183,28 +190,13 @@ def test_v2_kernels_refuse_what_the_numpy_decoder_refuses(frame, value):
     assert _v2_decode(structure, blocks, res, weights, bound, dtype, compiled) is None
 
 
-def test_v2_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch):
-    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+@pytest.mark.parametrize("options", ["V2_0_OPTIONS", "V2_OPTIONS"])  # formats 2.0 and 3.0
+def test_v2_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_tracks, monkeypatch, options):
+    from bodybatch.codec import bodybatch_codec
 
     track = corpus_tracks["nlf_xz_0000/p0"]
-    bodybatch.write_track(tmp_path / "t.xz", track, **{**V2_OPTIONS, "chunk_size": 16})
-    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
-    assert _kernels.kernels() is not None
-    with bodybatch.open_track(tmp_path / "t.xz") as reader:
-        compiled = reader.to_arrays()
-        rows = [reader[k] for k in (5, 2, 9, 15, 16, 0, 17)]  # row prefixes of chunks
-    monkeypatch.setenv(_kernels.KERNELS_ENV, "numpy")
-    assert _kernels.kernels() is None
-    with bodybatch.open_track(tmp_path / "t.xz") as reader:
-        reference = reader.to_arrays()
-    assert set(compiled) == set(reference)
-    for key, value in reference.items():
-        if key == "camera":
-            for k, v in value.items():
-                np.testing.assert_array_equal(compiled[key][k], v)
-        else:
-            assert compiled[key].dtype == value.dtype
-            np.testing.assert_array_equal(compiled[key], value)
+    bodybatch.write_track(tmp_path / "t.xz", track, **{**getattr(bodybatch_codec, options), "chunk_size": 16})
+    _, reference, rows = _decode_with_and_without_kernels(tmp_path / "t.xz", monkeypatch, (5, 2, 9, 15, 16, 0, 17))
     for k, row in zip((5, 2, 9, 15, 16, 0, 17), rows):
         for key in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties"):
             np.testing.assert_array_equal(row[key], reference[key][k])

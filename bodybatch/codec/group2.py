@@ -4,7 +4,9 @@
 import numpy as np
 
 from bodybatch.codec import _kernels, entropy, predict2
-from bodybatch.codec.streams import _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes
+from bodybatch.codec.streams import (
+    _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes, encode_frame_major_streams,
+)  # fmt: skip
 from bodybatch.codec.structure import level_bounds
 from bodybatch.errors import FormatError
 
@@ -24,12 +26,7 @@ def encode_group(x, structure, n_lags, level, max_abs):
     classes = activity_classes(res.transpose(1, 0, 2), res_abs=res_abs)
     stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
     res = res.astype(stream_dtype, copy=False)
-    streams = [entropy.encode_numbers(res[0, lo:hi, c0:c1], level) for lo, hi in blocks for c0, c1 in groups]
-    if n_frames > 1:
-        rest = np.take(res[1:], _sorted_layout(n, classes), axis=1)
-        for lo, hi, _, bounds in _rest_blocks(n, classes):
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                streams.extend(entropy.encode_numbers(rest[:, lo + a : lo + b, c0:c1], level) for c0, c1 in groups)
+    streams = encode_frame_major_streams(res, classes, level)
     return {
         "max_abs": max_abs,
         "classes": entropy.encode_numbers(classes.astype(np.uint16)),

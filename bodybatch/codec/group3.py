@@ -15,6 +15,7 @@ import numpy as np
 from bodybatch.codec import entropy, predict3
 from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
+    encode_frame_major_streams,
 )  # fmt: skip
 from bodybatch.codec.structure import VertexStructure, bit_reversed_positions, structure_from_arrays, structure_to_arrays
 from bodybatch.errors import FormatError
@@ -72,12 +73,7 @@ def encode_group(x, structure, n_lags, level, max_abs):
     res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
     stream_dtype = np.int16 if res_abs < 2**15 else (np.int32 if res_abs < 2**31 else np.int64)
     res = res.astype(stream_dtype)
-    streams = [entropy.encode_numbers(res[0, lo:hi, c0:c1], level) for lo, hi in blocks for c0, c1 in groups]
-    if n_frames > 1:
-        rest = np.take(res[1:], _sorted_layout(n, classes), axis=1)
-        for lo, hi, _, bounds in _rest_blocks(n, classes):
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                streams.extend(entropy.encode_numbers(rest[:, lo + a : lo + b, c0:c1], level) for c0, c1 in groups)
+    streams = encode_frame_major_streams(res, classes, level)
     return {
         "max_abs": max_abs,
         "classes": entropy.encode_numbers(classes.astype(np.uint16)),

@@ -138,6 +138,21 @@ def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where
     return res
 
 
+def encode_frame_major_streams(res, classes, level):
+    """Formats 2.0 and 3.0: ``(T, N, D)`` stored-order residuals (already of the stream
+    dtype) -> the coded streams: row 0 per block and component group, then rows 1..
+    per block, class and component group, frame-major ``(T-1, points, components)``."""
+    n_frames, n, d = res.shape
+    blocks, groups = _blocks(n), _components(d)
+    streams = [entropy.encode_numbers(res[0, lo:hi, c0:c1], level) for lo, hi in blocks for c0, c1 in groups]
+    if n_frames > 1:
+        rest = np.take(res[1:], _sorted_layout(n, classes), axis=1)
+        for lo, hi, _, bounds in _rest_blocks(n, classes):
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                streams.extend(entropy.encode_numbers(rest[:, lo + a : lo + b, c0:c1], level) for c0, c1 in groups)
+    return streams
+
+
 def decode_residual_parts(streams, classes, shape, stream_dtype, where):
     """The residual streams of :func:`_encode_residual_streams` decoded in place, with
     no scatter: ``first`` (N, D) frame 0 in stored order, ``rest`` per component group
