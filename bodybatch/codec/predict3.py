@@ -349,30 +349,30 @@ def decode_residuals(res, order, parents, blocks, weights, classes):
     xe = np.zeros((n_frames, n + 1, d), np.int64)
     xe[:, :n] = res.transpose(1, 0, 2)
     xe[0] = x0
-    if True:  # the numpy reference
-        vw = value_weights(xe[0], parents, d)
-        half = 1 << (FRACTION_BITS - 1)
-        for lo, hi in level_bounds(n):
-            p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])  # parents: all frames known
-            for a, b, wl in _point_weights(weights, blocks, groups, classes, lo, hi, d):
-                # hist[i]: the offsets of frame i - (L - 1), frame 0 for i < L.
-                hist = np.empty((n_frames + n_lags - 1, b - a, d), np.int64)
-                pa = p[:, a - lo : b - lo]
-                hist[:n_lags] = (xe[0, a:b] << SPATIAL_BITS) - pa[0]
-                total = hist[0].copy()  # sum of the offsets of frames < t
-                wrev = np.ascontiguousarray(wl[n_lags - 1 :: -1])  # (L, b - a, D), oldest lag first, as in hist
-                w_mean = wl[n_lags]
-                x = xe[:, a:b]
-                for t in range(1, n_frames):
-                    q = (wrev * hist[t - 1 : t - 1 + n_lags]).sum(axis=0)
-                    q += w_mean * (total // t)
-                    q += half
-                    q >>= FRACTION_BITS
-                    q += pa[t]
-                    q += SPATIAL_ONE // 2
-                    q >>= SPATIAL_BITS
-                    x[t] += q
-                    o = hist[t + n_lags - 1]
-                    np.subtract(x[t] << SPATIAL_BITS, pa[t], out=o)
-                    total += o
+    # the numpy reference
+    vw = value_weights(xe[0], parents, d)
+    half = 1 << (FRACTION_BITS - 1)
+    for lo, hi in level_bounds(n):
+        p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])  # parents: all frames known
+        for a, b, wl in _point_weights(weights, blocks, groups, classes, lo, hi, d):
+            # hist[i]: the offsets of frame i - (L - 1), frame 0 for i < L.
+            hist = np.empty((n_frames + n_lags - 1, b - a, d), np.int64)
+            pa = p[:, a - lo : b - lo]
+            hist[:n_lags] = (xe[0, a:b] << SPATIAL_BITS) - pa[0]
+            total = hist[0].copy()  # sum of the offsets of frames < t
+            wrev = np.ascontiguousarray(wl[n_lags - 1 :: -1])  # (L, b - a, D), oldest lag first, as in hist
+            w_mean = wl[n_lags]
+            x = xe[:, a:b]
+            for t in range(1, n_frames):
+                q = (wrev * hist[t - 1 : t - 1 + n_lags]).sum(axis=0)
+                q += w_mean * (total // t)
+                q += half
+                q >>= FRACTION_BITS
+                q += pa[t]
+                q += SPATIAL_ONE // 2
+                q >>= SPATIAL_BITS
+                x[t] += q
+                o = hist[t + n_lags - 1]
+                np.subtract(x[t] << SPATIAL_BITS, pa[t], out=o)
+                total += o
     return _gather(xe, np.argsort(order))
