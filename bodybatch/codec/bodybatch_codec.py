@@ -285,10 +285,12 @@ class BodybatchCodec(Codec):
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
                 compiled = _kernels.kernels()
                 if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
-                    values = np.empty(x.shape[:2] + (3,), np.float32), np.empty(x.shape[:2], np.float32)
+                    xyz, unc_values = np.empty(x.shape[:2] + (3,), np.float32), np.empty(x.shape[:2], np.float32)
                     top = compiled.dequantize(d, x, *_grid.dequantize_scale(factor), *_grid.dequantize_scale(unc_factor),
-                                              *values)  # fmt: skip
-                    out[coord], out[unc] = values
+                                              xyz, unc_values)  # fmt: skip
+                    out[coord] = xyz
+                    if d == 4:
+                        out[unc] = unc_values
                 else:
                     top = max(int(x.max()), -int(x.min())) if x.size else 0
                     out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
@@ -296,8 +298,6 @@ class BodybatchCodec(Codec):
                         out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
                 if top > max_abs:
                     raise FormatError(f"{where}{group}: decoded values exceed their bound")
-                if d == 3:
-                    out.pop(unc, None)
             for name, entry in encoded.get("arrays", {}).items():
                 if fields is None or name in fields:
                     out[name] = _decode_array(entry, n_frames, f"{where}{name}")[rows or slice(None)]
@@ -335,5 +335,5 @@ class BodybatchCodec(Codec):
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
         )
-        x = predict.decode_residuals(res, g["structure"], self.window, max_abs)
+        x = predict.decode_residuals(res, structure, self.window, max_abs)
         return x if rows is None else x[rows.start : rows.stop]

@@ -113,28 +113,15 @@ def _encode_residual_streams(res, classes, level, stream_dtype):
 
 
 def _decode_residual_streams(streams, classes, shape, dtype, stream_dtype, where):
-    """Invert :func:`_encode_residual_streams` into a new (N, T, D) array of ``dtype``."""
+    """Invert :func:`_encode_residual_streams` into a new (N, T, D) array of ``dtype``
+    (the numpy decoder's layout; :func:`decode_residual_parts` reads the streams)."""
     n, n_frames, d = shape
+    first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(streams, classes, shape, stream_dtype, where)
     res = np.empty(shape, dtype)
-    it = iter(streams)
-    expected = len(_blocks(n)) * len(_components(d))
-    rest = _rest_blocks(n, classes) if n_frames > 1 else []
-    expected += sum(len(b) - 1 for _, _, _, b in rest) * len(_components(d))
-    if len(streams) != expected:
-        raise FormatError(f"{where}expected {expected} residual streams, found {len(streams)}")
-    for lo, hi in _blocks(n):
-        for c0, c1 in _components(d):
-            vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
-            res[lo:hi, 0, c0:c1] = vals.reshape(hi - lo, c1 - c0)
-    for lo, hi, perm, bounds in rest:
-        rb = res[lo:hi] if perm is None else np.empty((hi - lo, n_frames, d), dtype)
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            for c0, c1 in _components(d):
-                count = (b - a) * (n_frames - 1) * (c1 - c0)
-                vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
-                rb[a:b, 1:, c0:c1] = vals.reshape(b - a, n_frames - 1, c1 - c0)
-        if perm is not None:
-            res[lo + perm, 1:] = rb[:, 1:]
+    res[:, 0] = first
+    if n_frames > 1:
+        res[:, 1:, :3] = rest_xyz[sorted_pos]
+        res[:, 1:, 3:] = rest_unc[sorted_pos]
     return res
 
 

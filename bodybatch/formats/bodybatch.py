@@ -325,8 +325,9 @@ class BodybatchTrackReader(TrackReader):
 
             for group, entry in layout.items():
                 n = entry.get("n_points") if isinstance(entry, dict) else None
-                if isinstance(n, int) and points_lost_by_0_1(n):
-                    self._fail(f"written by bodybatch 0.1.0, which did not store the last {points_lost_by_0_1(n)} "
+                lost = points_lost_by_0_1(n) if isinstance(n, int) else 0
+                if lost:
+                    self._fail(f"written by bodybatch 0.1.0, which did not store the last {lost} "
                                f"of the {n} {group}; reconvert it with bodybatch >= 0.2")  # fmt: skip
         self._layout_header, self._layout = layout, {}  # point groups decoded on first use (see _group_layout)
         self.metadata = self.header.get("metadata")
