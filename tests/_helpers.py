@@ -10,6 +10,19 @@ import bodybatch
 from _groundtruth import gt_tracks  # noqa: F401  (for the test modules)
 
 
+def require(module):
+    """Import an optional test dependency: skipped when missing, but under CI=true
+    (where the test extra installs it) a missing module fails the run."""
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        try:
+            return __import__(module)
+        except ImportError as exc:
+            pytest.fail(f"{module} is required under CI=true ({exc})")
+    return pytest.importorskip(module)
+
+
 def grid(values, step_mm, unit_scale=1.0):
     """The grid values bodybatch must decode to: round(x * factor) / factor, float32."""
     factor = unit_scale / step_mm

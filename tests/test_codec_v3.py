@@ -10,7 +10,7 @@ from bodybatch.codec import get_codec
 from bodybatch.codec.bodybatch_codec import V2_0_OPTIONS, V2_OPTIONS
 from bodybatch.errors import FormatError
 
-from _helpers import check_track_roundtrip
+from _helpers import check_track_roundtrip, require
 
 V3 = dict(V2_OPTIONS)
 
@@ -176,7 +176,7 @@ def test_inconsistent_chunk_entries_are_format_errors(corpus_tracks):
 
 @pytest.mark.parametrize("n_parents, window", [(4, 8), (3, 2), (1, 1), (5, 3)])
 def test_compiled_decoder_gives_the_numpy_integers(tmp_path, corpus_tracks, monkeypatch, n_parents, window):
-    pytest.importorskip("numba")
+    require("numba")
     track = {k: v[:30] for k, v in corpus_tracks["nlf_zstd_0000/p0"].items() if k != "camera"}
     path = tmp_path / "t.xz"
     bodybatch.write_track(path, track, **{**V3, "n_parents": n_parents, "window": window, "chunk_size": 16})
@@ -191,7 +191,7 @@ def test_compiled_decoder_gives_the_numpy_integers(tmp_path, corpus_tracks, monk
 
 
 def test_compiled_encoder_writes_the_same_bytes(tmp_path, corpus_tracks, monkeypatch):
-    pytest.importorskip("numba")
+    require("numba")
     track = {k: v[:30] for k, v in corpus_tracks["nlf_xz_0000/p1"].items() if k != "camera"}
     data = {}
     for env in ("numpy", ""):

@@ -15,6 +15,8 @@ import yaml
 from bodybatch.config import load_config
 from bodybatch.plan import plan_jobs
 
+from _helpers import require
+
 SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "preds_np"
 
 pytestmark = pytest.mark.slow
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture()
 def cluster_client():
-    dask = pytest.importorskip("dask")
+    dask = require("dask")
     from distributed import Client, LocalCluster
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):  # as bodybatch's local cluster

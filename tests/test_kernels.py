@@ -11,7 +11,9 @@ from bodybatch.codec.streams import (
 )  # fmt: skip
 from bodybatch.codec.structure import build_structure
 
-numba = pytest.importorskip("numba")
+from _helpers import require
+
+numba = require("numba")
 
 
 def _walk(rng, n_frames, n, d, scale, step):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bodybatch
-from _helpers import grid
+from _helpers import grid, require
 from bodybatch.cli import main as cli
 from bodybatch.codec import get_codec
 from bodybatch.sweep import FIELDS, run_sweep
@@ -66,7 +66,7 @@ def test_every_step_keeps_each_field_within_half_its_step(codec, uncertainty_ste
 
 
 def test_fields_selects_what_is_encoded_and_reference_is_bodycompress():
-    pytest.importorskip("bodycompress")
+    require("bodycompress")
     tracks = [synthetic_track(seed=3)]
     full = run_sweep(tracks, [0.5], reference=False)
     coords = run_sweep(tracks, [0.5], fields=["vertices", "joints"], reference=True)
@@ -99,7 +99,7 @@ def test_uncertainty_step_round_trips_and_is_recorded_only_when_set(tmp_path, co
     with bodybatch.open_track(tmp_path / "plain.xz") as reader:
         assert "uncertainty_quantization_mm" not in reader.codec
     if codec == "bodycompress":  # bodycompress itself reads the per-field factors
-        bc = pytest.importorskip("bodycompress")
+        bc = require("bodycompress")
         frames = list(bc.BodyDecompressor(str(tmp_path / "u.xz")))
         np.testing.assert_array_equal(np.stack([f["vertex_uncertainties"] for f in frames]),
                                       arrays["vertex_uncertainties"])  # fmt: skip
@@ -188,7 +188,7 @@ def test_sweep_plot_without_matplotlib_says_how_to_install(tmp_path):
 def test_sweep_plot_is_a_png(tmp_path):
     # matplotlib is in the test extra: CI has it, so there a missing one fails.
     if os.environ.get("CI") != "true":
-        pytest.importorskip("matplotlib")
+        require("matplotlib")
     bodybatch.write_track(tmp_path / "t.xz", synthetic_track())
     code, _, err = run("sweep", tmp_path / "t.xz", "--steps", "0.5", "1", "2", "--plot", tmp_path / "p.png",
                        "--no-reference")  # fmt: skip
