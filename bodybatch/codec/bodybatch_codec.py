@@ -284,14 +284,23 @@ class BodybatchCodec(Codec):
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
                 compiled = _kernels.kernels()
+                inverse = None
+                if isinstance(x, tuple):  # the v1 kernel's rows: stored point order
+                    x, inverse = x
                 if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
-                    xyz, unc_values = np.empty(x.shape[:2] + (3,), np.float32), np.empty(x.shape[:2], np.float32)
-                    top = compiled.dequantize(d, x, *_grid.dequantize_scale(factor), *_grid.dequantize_scale(unc_factor),
-                                              xyz, unc_values)  # fmt: skip
+                    shape = (x.shape[0], len(inverse) if inverse is not None else x.shape[1])
+                    xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
+                    scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
+                    if inverse is not None:
+                        top = compiled.gather_dequantize(d, x, inverse, *scales, xyz, unc_values)
+                    else:
+                        top = compiled.dequantize(d, x, *scales, xyz, unc_values)
                     out[coord] = xyz
                     if d == 4:
                         out[unc] = unc_values
                 else:
+                    if inverse is not None:
+                        x = x[:, inverse]
                     top = max(int(x.max()), -int(x.min())) if x.size else 0
                     out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
                     if d == 4:
@@ -314,7 +323,9 @@ class BodybatchCodec(Codec):
 
     def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None):
         """Format 1: one point group's (T, N, D) integers from its chunk entry; ``rows``:
-        a slice of the rows to return (the compiled decoder stops at its end)."""
+        a slice of the rows to return (the compiled decoder stops at its end). The
+        compiled decoder returns ``(x, inverse)``: rows in stored point order and the
+        stored position of each point (the caller gathers as it dequantizes)."""
         n, d = g["n_points"], g["n_dims"]
         structure = g["structure"]
         rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
@@ -328,10 +339,10 @@ class BodybatchCodec(Codec):
             start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
             xe = np.empty((n + 1, stop, d), rdtype)
             xe[n] = 0  # the virtual zero point; every other row is written before it is read
-            out = np.empty((stop - start, n, d), rdtype)
+            xs = np.empty((stop - start, n, d), rdtype)
             compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents,
-                               levels, structure.order, start, stop, xe, out)  # fmt: skip
-            return out
+                               levels, start, stop, xe, xs)  # fmt: skip
+            return xs, structure.inverse
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
         )

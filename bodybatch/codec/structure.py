@@ -18,6 +18,7 @@ level's sampling stride (small numbers for nearby points).
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,6 +53,13 @@ class VertexStructure:
     @property
     def n_parents(self):
         return self.parents.shape[1]
+
+    @cached_property
+    def inverse(self):
+        """(N,) int32: original point index -> stored position (computed once)."""
+        inverse = np.empty(len(self.order), np.int32)
+        inverse[self.order] = np.arange(len(self.order), dtype=np.int32)
+        return inverse
 
 
 def level_bounds(n):
