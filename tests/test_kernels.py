@@ -73,9 +73,10 @@ def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, s
     for first_row, n_rows in sorted({(0, n_frames), (0, 1), (n_frames // 2, max(1, n_frames // 2 + 1)), (n_frames - 1, n_frames)}):
         xe = np.zeros((n + 1, n_frames, d), rdtype)
         xs = np.empty((n_rows - first_row, n, d), rdtype)
-        compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels,
-                           first_row, n_rows, xe, xs)  # fmt: skip
+        top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels,
+                                 first_row, n_rows, xe, xs)  # fmt: skip
         np.testing.assert_array_equal(xs[:, structure.inverse], x[first_row:n_rows])
+        assert top == np.abs(x[:n_rows]).max()  # every decoded row, before it is stored
 
 
 @pytest.mark.parametrize("options, drop", [
@@ -202,3 +203,30 @@ def test_v2_track_decodes_the_same_with_and_without_the_kernel(tmp_path, corpus_
     for k, row in zip((5, 2, 9, 15, 16, 0, 17), rows):
         for key in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties"):
             np.testing.assert_array_equal(row[key], reference[key][k])
+
+
+
+@pytest.mark.parametrize("value", [10**4, 10**6, 2**40])
+def test_v1_kernel_bound_sees_values_its_storage_cannot_hold(value):
+    """A corrupt residual pushes decoded values past the chunk's bound, also past the
+    compiled decoder's int16 storage: the bound it returns is the true max |x| (the
+    numpy decoder's, in int64), so the caller's check refuses the chunk."""
+    rng = np.random.default_rng(7)
+    n, n_frames, d, m, window = 1100, 12, 4, 3, 2
+    x = _walk(rng, n_frames, n, d, 3000, 15)
+    structure = build_structure(x[0, :, :3], m)
+    res = predict.encode_residuals(x, structure, window, int(np.abs(x).max())).astype(np.int64)
+    res[700, 5, 1] += value  # (stored position, frame, component)
+    classes = activity_classes(res)
+    streams = _encode_residual_streams(res, classes, 2, np.int64)
+    reference = predict.decode_residuals(
+        _decode_residual_streams(streams, classes, (n, n_frames, d), np.int64, np.int64, ""), structure, window, 2**62
+    )
+    assert np.abs(reference).max() > np.abs(x).max()  # past the bound (past int16 for the larger values)
+    compiled = _kernels._compile(numba)
+    first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(streams, classes, (n, n_frames, d), np.int64, "")
+    levels = np.array(predict.level_windows(n, window), np.int64).reshape(-1, 3)
+    xe = np.zeros((n + 1, n_frames, d), np.int16)
+    xs = np.empty((n_frames, n, d), np.int16)
+    top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels, 0, n_frames, xe, xs)
+    assert top == np.abs(reference).max()

@@ -285,14 +285,14 @@ class BodybatchCodec(Codec):
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
                 compiled = _kernels.kernels()
                 inverse = None
-                if isinstance(x, tuple):  # the v1 kernel's rows: stored point order
-                    x, inverse = x
+                if isinstance(x, tuple):  # the v1 kernel: rows in stored point order, their bound
+                    x, inverse, top = x
                 if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
                     shape = (x.shape[0], len(inverse) if inverse is not None else x.shape[1])
                     xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
                     scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                     if inverse is not None:
-                        top = compiled.gather_dequantize(d, x, inverse, *scales, xyz, unc_values)
+                        compiled.gather_dequantize(d, x, inverse, *scales, xyz, unc_values)
                     else:
                         top = compiled.dequantize(d, x, *scales, xyz, unc_values)
                     out[coord] = xyz
@@ -301,7 +301,8 @@ class BodybatchCodec(Codec):
                 else:
                     if inverse is not None:
                         x = x[:, inverse]
-                    top = max(int(x.max()), -int(x.min())) if x.size else 0
+                    else:
+                        top = max(int(x.max()), -int(x.min())) if x.size else 0
                     out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
                     if d == 4:
                         out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
@@ -324,8 +325,9 @@ class BodybatchCodec(Codec):
     def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None):
         """Format 1: one point group's (T, N, D) integers from its chunk entry; ``rows``:
         a slice of the rows to return (the compiled decoder stops at its end). The
-        compiled decoder returns ``(x, inverse)``: rows in stored point order and the
-        stored position of each point (the caller gathers as it dequantizes)."""
+        compiled decoder returns ``(x, inverse, top)``: rows in stored point order, the
+        stored position of each point (the caller gathers as it dequantizes) and max
+        |x| over the decoded values (the caller's bound check)."""
         n, d = g["n_points"], g["n_dims"]
         structure = g["structure"]
         rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
@@ -337,12 +339,13 @@ class BodybatchCodec(Codec):
             )
             levels = np.array(predict.level_windows(n, self.window), np.int64).reshape(-1, 3)
             start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
-            xe = np.empty((n + 1, stop, d), rdtype)
+            storage = np.int16 if max_abs < 2**15 else rdtype  # values only: the kernel's arithmetic is int64
+            xe = np.empty((n + 1, stop, d), storage)
             xe[n] = 0  # the virtual zero point; every other row is written before it is read
-            xs = np.empty((stop - start, n, d), rdtype)
-            compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents,
-                               levels, start, stop, xe, xs)  # fmt: skip
-            return xs, structure.inverse
+            xs = np.empty((stop - start, n, d), storage)
+            top = compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos,
+                                     structure.parents, levels, start, stop, xe, xs)  # fmt: skip
+            return xs, structure.inverse, top
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
         )
