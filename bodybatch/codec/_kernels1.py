@@ -53,10 +53,12 @@ def make_decode_v1(numba, M, D):
         (for the finer levels) and frame-major (the output).
         """
         rows = max(n_rows, 1)
-        cs = np.empty((rows, K), np.int64)  # sum of the parents' values
-        rr = np.empty((rows, K), np.int64)  # residuals
-        off = np.empty((rows, K), np.int64)  # O[t] = M x[t] - C[t]
-        xb = np.empty((rows, K), np.int64)  # decoded values
+        # rows padded off a power-of-two stride (the four rows of one frame would share
+        # cache sets: measured 5-10% slower)
+        cs = np.empty((rows, K + 8), np.int64)  # sum of the parents' values
+        rr = np.empty((rows, K + 8), np.int64)  # residuals
+        off = np.empty((rows, K + 8), np.int64)  # O[t] = M x[t] - C[t]
+        xb = np.empty((rows, K + 8), np.int64)  # decoded values
         acc = np.empty(K, np.int64)  # sum of O over the window
         top = 0
         for li in range(levels.shape[0]):
