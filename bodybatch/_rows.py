@@ -18,7 +18,7 @@ from bodybatch.errors import TrackError
 
 __all__ = [
     "TRACK_FIELDS", "DETECTION_FIELDS", "Schema", "RowBlock", "row_signature", "normalize_block",
-    "slice_block", "concat_blocks", "copy_block",
+    "slice_block", "concat_blocks", "copy_block", "stack_blocks",
 ]  # fmt: skip
 
 #: Per-detection arrays of a prediction frame that a track row takes.
@@ -156,6 +156,49 @@ def concat_blocks(blocks):
             out[k] = {ck: np.concatenate([b[k][ck] for b in blocks]) for ck in v}
         else:
             out[k] = GridValues.concatenate([b[k] for b in blocks])
+    return out
+
+
+def stack_blocks(parts, n_rows):
+    """Stack an iterable of blocks holding ``n_rows`` rows in all into new arrays,
+    taking one part at a time: peak memory is the result plus one part (concatenating
+    a list of parts holds all of them too: twice the result for a whole long track).
+    A part whose fields, shapes or dtypes differ from the first's (or GridValues) makes
+    the rest a plain concatenation (as :func:`concat_blocks`)."""
+    parts = iter(parts)
+    first = next(parts)
+
+    def plain(block):
+        return all(isinstance(v, np.ndarray) or (k == "camera" and all(isinstance(c, np.ndarray) for c in v.values()))
+                   for k, v in block.items())  # fmt: skip
+
+    def layout(block):
+        return {k: ({ck: (cv.shape[1:], cv.dtype) for ck, cv in v.items()} if k == "camera" else (v.shape[1:], v.dtype))
+                for k, v in block.items()}  # fmt: skip
+
+    if not plain(first):
+        return concat_blocks([first, *parts])
+    want = layout(first)
+
+    def alloc(v):
+        return np.empty((n_rows,) + v.shape[1:], v.dtype)
+
+    out = {k: ({ck: alloc(cv) for ck, cv in v.items()} if k == "camera" else alloc(v)) for k, v in first.items()}
+    row, part = 0, first
+    while part is not None:
+        if not plain(part) or layout(part) != want:  # e.g. one chunk dequantized to float64
+            return concat_blocks([slice_block(out, 0, row), part, *parts])
+        n = next(len(v) for v in part.values() if not isinstance(v, dict))
+        for k, v in part.items():
+            if k == "camera":
+                for ck, cv in v.items():
+                    out[k][ck][row : row + n] = cv
+            else:
+                out[k][row : row + n] = v
+        row += n
+        part = next(parts, None)
+    if row != n_rows:
+        raise ValueError(f"stack_blocks: the parts hold {row} rows, not {n_rows}")
     return out
 
 

@@ -259,3 +259,41 @@ def test_dataset_opens_no_file_at_construction(converted, monkeypatch):
     assert len(opened) == 1  # only street/clip_b, whose manifest row shows a gap
     ds[0]
     assert len(opened) == 2
+
+
+def test_whole_track_read_holds_one_chunk_beside_the_result(tmp_path, corpus_tracks):
+    """to_arrays of a many-chunk track stacks a chunk at a time: the peak of numpy's
+    allocations (tracemalloc sees them) stays near the result, not twice it (a list of
+    chunks concatenated at the end); every row equals a row-by-row read."""
+    import tracemalloc
+
+    source = corpus_tracks["nlf_xz_0000/p0"]
+    track = {k: np.concatenate([source[k]] * 4) for k in ("vertices", "vertex_uncertainties")}  # 20+ chunks
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=8)
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        reader[0]  # imports, compiled kernels and caches before measuring
+        tracemalloc.start()
+        try:
+            arrays = reader.to_arrays(fields=("vertices", "vertex_uncertainties"))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        result = sum(v.nbytes for v in arrays.values())
+        assert len(reader) >= 8 * 20 and peak < 1.5 * result, (peak, result)
+        for k in (0, 7, 8, len(reader) - 1):
+            np.testing.assert_array_equal(arrays["vertices"][k], reader[k]["vertices"])
+
+
+def test_chunks_of_other_dtypes_stack_as_concatenation(tmp_path):
+    """A chunk whose grid values exceed float32's exact range decodes to float64 (the
+    others to float32): the stacked result is float64 and exact, as concatenation."""
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 300, (24, 50, 3))
+    v[8:16] += 2**26  # the middle chunk: |grid| > 2**24 at 0.5 mm
+    track = {"vertices": v.astype(np.float32), "joints": v[:, :5].astype(np.float32)}
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=8)
+    with bodybatch.open_track(tmp_path / "t.xz") as reader:
+        arrays = reader.to_arrays()
+        assert reader[0]["vertices"].dtype == np.float32 and reader[8]["vertices"].dtype == np.float64
+    assert arrays["vertices"].dtype == np.float64
+    np.testing.assert_array_equal(arrays["vertices"], np.round(track["vertices"].astype(np.float64) * 2) / 2)

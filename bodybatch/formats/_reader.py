@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bodybatch._files import human_bytes
-from bodybatch._rows import concat_blocks, copy_block, slice_block
+from bodybatch._rows import concat_blocks, copy_block, slice_block, stack_blocks
 from bodybatch.errors import FormatError
 
 __all__ = ["FIELDS", "TrackReader", "check_fields", "flat_arrays"]
@@ -242,15 +242,19 @@ class TrackReader:
         """Rows ``start:stop`` (step 1), decoding only the chunks they overlap."""
         if stop <= start:
             return self._empty(fields)
-        first = int(np.searchsorted(self._starts, start, side="right") - 1)
-        last = int(np.searchsorted(self._starts, stop - 1, side="right") - 1)
-        parts = []
-        for i in range(first, last + 1):
-            lo, hi = int(self._starts[i]), int(self._starts[i + 1])
-            a, b = max(start, lo) - lo, min(stop, hi) - lo
-            arrays, first = self._chunk(i, fields, a, b)
-            parts.append(slice_block(arrays, a - first, b - first))
-        return copy_block(parts[0]) if len(parts) == 1 else concat_blocks(parts)  # never views of the cache
+        first_chunk = int(np.searchsorted(self._starts, start, side="right") - 1)
+        last_chunk = int(np.searchsorted(self._starts, stop - 1, side="right") - 1)
+
+        def parts():
+            for i in range(first_chunk, last_chunk + 1):
+                lo, hi = int(self._starts[i]), int(self._starts[i + 1])
+                a, b = max(start, lo) - lo, min(stop, hi) - lo
+                arrays, first = self._chunk(i, fields, a, b)
+                yield slice_block(arrays, a - first, b - first)
+
+        if first_chunk == last_chunk:
+            return copy_block(next(parts()))  # never views of the cache
+        return stack_blocks(parts(), stop - start)  # a chunk at a time: peak memory ~ the result
 
     def _rows(self, rows, fields=None):
         """Rows at the given positions (any order, repeats allowed), stacked in that
