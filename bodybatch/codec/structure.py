@@ -129,6 +129,8 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
     """
     from pykdtree.kdtree import KDTree  # exact kNN; imports in ~1 ms (scipy.spatial: 0.3 s)
 
+    from bodybatch.codec import _openmp
+
     points = np.asarray(points, np.int64)
     n = len(points)
     shifted = points - points.min(axis=0)
@@ -147,7 +149,8 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
         if lo == 0:
             continue
         k = min(max(n_parents, n_candidates), lo)
-        _, nearest = KDTree(pos[:lo]).query(pos[lo:hi], k=k)
+        with _openmp.one_thread():  # small queries: OpenMP threads only cost (see _openmp)
+            _, nearest = KDTree(pos[:lo]).query(pos[lo:hi], k=k)
         nearest = np.asarray(nearest).reshape(hi - lo, k)
         if k < n_candidates or n_parents >= n_candidates:
             parents[lo:hi] = nearest[:, np.arange(n_parents) % min(k, n_parents)]
@@ -159,19 +162,35 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
         for a in range(lo, hi, 4096):
             b = min(hi, a + 4096)
             near = nearest[a - lo : b - lo]
-            rel = (grid[near] - grid[a:b, None]).astype(np.float32)  # (n, C, 3)
-            # m * (centroid - point) per combination, as one matrix product: (n, 3, combos)
-            # (sums of m integers below 2**24: exact in float32, so in any order)
-            total = (rel.transpose(0, 2, 1).reshape(-1, rel.shape[1]) @ selector.T).reshape(len(rel), 3, -1)
+            rel = (grid[near] - grid[a:b, None]).astype(np.float32).transpose(0, 2, 1)  # (n, 3, C)
+            # m * (centroid - point) per combination: (n, 3, combos) (sums of m integers
+            # below 2**24: exact in float32)
+            total = _combo_sums(rel, combos)
             miss = total[:, 0] * total[:, 0]
             miss += total[:, 1] * total[:, 1]
             miss += total[:, 2] * total[:, 2]
             if step_cost:
                 steps = np.log2(1 + np.abs(slot_of[near] - slots[a - lo : b - lo, None])).astype(np.float32)
+                # kept a matrix product: BLAS's rounding picks the parents (see _combo_sums)
                 miss = np.log2(1 + miss) + step_cost * np.matmul(steps, selector.T)  # (n, combos)
             best = combos[np.argmin(miss, axis=1)]
             parents[a:b] = np.take_along_axis(near, best, axis=1)
     return VertexStructure(order, parents)
+
+
+def _combo_sums(v, combos):
+    """(..., n_combos) sums of the candidates ``v (..., C)`` of each combination, for
+    exact sums only (small integers in float32: any order gives the same values).
+
+    This was a matrix product with 0/1 rows; OpenBLAS's threads made it up to 20x slower
+    on a loaded 2-core machine. The step costs' product is still one: inexact float32
+    sums, whose rounding follows OpenBLAS's kernel tiling and thread split (measured:
+    parents of one corpus track differ between ``OPENBLAS_NUM_THREADS=1`` and 2), so
+    no other order gives the same parents."""
+    out = v[..., combos[:, 0]]
+    for j in range(1, combos.shape[1]):
+        out += v[..., combos[:, j]]
+    return out
 
 
 def _coarse_slots(rank, lo, hi):
