@@ -162,34 +162,37 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
         for a in range(lo, hi, 4096):
             b = min(hi, a + 4096)
             near = nearest[a - lo : b - lo]
-            rel = (grid[near] - grid[a:b, None]).astype(np.float32).transpose(0, 2, 1)  # (n, 3, C)
+            rel = (grid[near] - grid[a:b, None]).astype(np.float32)  # (n, C, 3)
             # m * (centroid - point) per combination: (n, 3, combos) (sums of m integers
-            # below 2**24: exact in float32)
-            total = _combo_sums(rel, combos)
+            # below 2**24: exact in float32, so in any order)
+            total = _exact_products(rel.transpose(0, 2, 1).reshape(-1, rel.shape[1]), selector)
+            total = total.reshape(len(rel), 3, -1)
             miss = total[:, 0] * total[:, 0]
             miss += total[:, 1] * total[:, 1]
             miss += total[:, 2] * total[:, 2]
             if step_cost:
                 steps = np.log2(1 + np.abs(slot_of[near] - slots[a - lo : b - lo, None])).astype(np.float32)
-                # kept a matrix product: BLAS's rounding picks the parents (see _combo_sums)
+                # one BLAS call, as ever: its rounding picks parents (see _exact_products)
                 miss = np.log2(1 + miss) + step_cost * np.matmul(steps, selector.T)  # (n, combos)
             best = combos[np.argmin(miss, axis=1)]
             parents[a:b] = np.take_along_axis(near, best, axis=1)
     return VertexStructure(order, parents)
 
 
-def _combo_sums(v, combos):
-    """(..., n_combos) sums of the candidates ``v (..., C)`` of each combination, for
-    exact sums only (small integers in float32: any order gives the same values).
+def _exact_products(v, selector):
+    """``v @ selector.T`` (float32, (r, C) by (combos, C)) for exact sums only (small
+    integers: any order gives the same values), in row blocks small enough that
+    OpenBLAS runs each on the calling thread (below its M*N*K = 2**18 threshold).
 
-    This was a matrix product with 0/1 rows; OpenBLAS's threads made it up to 20x slower
-    on a loaded 2-core machine. The step costs' product is still one: inexact float32
-    sums, whose rounding follows OpenBLAS's kernel tiling and thread split (measured:
-    parents of one corpus track differ between ``OPENBLAS_NUM_THREADS=1`` and 2), so
-    no other order gives the same parents."""
-    out = v[..., combos[:, 0]]
-    for j in range(1, combos.shape[1]):
-        out += v[..., combos[:, j]]
+    OpenBLAS's threads made this product up to 20x slower on a loaded 2-core machine.
+    The step costs' product stays one call: inexact float32 sums, whose rounding
+    follows OpenBLAS's kernel tiling and thread split (measured: the parents of one
+    corpus track differ between ``OPENBLAS_NUM_THREADS=1`` and 2), so any other order
+    or blocking would change parents."""
+    out = np.empty((len(v), len(selector)), np.float32)
+    rows = max(1, (1 << 18) // (selector.size or 1))
+    for a in range(0, len(v), rows):
+        np.matmul(v[a : a + rows], selector.T, out=out[a : a + rows])
     return out
 
 
