@@ -1,0 +1,211 @@
+"""Compiled format 3.0 encoder kernels (optional: numba; registered by
+:func:`bodybatch.codec._kernels._compile`, compiled on first use).
+
+The numpy encoder in :mod:`bodybatch.codec.predict3` is the reference: these give
+the same integers (and the same float64 design matrices), only faster. All integer
+arithmetic is int64 and exact (bounds in :mod:`bodybatch.codec.predict3`).
+"""
+
+__all__ = ["make_offsets_v3", "make_residuals_v3", "make_gram_v3"]
+
+#: Points per tile of the residual kernel: their values run as contiguous lanes.
+TILE = 64
+
+
+def make_offsets_v3(numba, M, D):
+    """The weighted parents ``P`` and offsets ``O = 64 x - P`` of a block of points."""
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def offsets_v3(xe, parents, vw, lo, p, off):
+        """xe : (T, N + 1, D) int64 values in stored order (row N: zero); parents (N, M)
+        positions, vw (N, M, D) int64 spatial weights; out: p, off (T, k, D) int64 of
+        positions ``[lo, lo + k)`` (``P = sum_j vw[:, j] * xe[:, parents[:, j]]``, the
+        sum over j in order, as :func:`predict3._weighted_sum`: exact integers anyway).
+
+        Frame by frame: a frame's values (about 440 kB for 13,718 points) stay in cache
+        while the parents are read.
+        """
+        n_frames, k = p.shape[0], p.shape[1]
+        for t in range(n_frames):
+            row = xe[t]
+            for i in range(k):
+                q = lo + i
+                for c in range(D):
+                    s = vw[q, 0, c] * row[parents[q, 0], c]
+                    for j in range(1, M):
+                        s += vw[q, j, c] * row[parents[q, j], c]
+                    p[t, i, c] = s
+                    off[t, i, c] = (row[q, c] << 6) - s
+
+    return offsets_v3
+
+
+def make_residuals_v3(numba, D):
+    import numpy as np
+
+    K = TILE * D
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def residuals_v3(p, off, table, classes, n_rows, out, act):
+        """Rows ``1 .. n_rows - 1`` of one block's residuals (see
+        :func:`bodybatch.codec.predict3._residuals`).
+
+        p, off : (T, k * D) int64 weighted parents and offsets (frame-major, flat);
+        table : (n_classes, L + 1, D) int64 temporal weights per class (lags 1..L, then
+        the running mean's); classes : (k,) the points' classes.
+        out : (T, k * D) int64 residuals (rows 1 .. n_rows - 1 written);
+        act : (k,) int64, plus each point's sum of |residual| over its first three
+        components (the activity classes' measure).
+
+        Per tile of ``TILE`` points, frame by frame over contiguous lanes; the running
+        mean ``floor(total / t)`` from a float estimate corrected by one
+        (``|total| < 2**52``: the estimate is off by at most 1).
+        """
+        n_lags = table.shape[1] - 1
+        k = classes.shape[0]
+        w = np.empty((n_lags + 1, K), np.int64)
+        total = np.empty(K, np.int64)
+        q = np.empty(K, np.int64)
+        acc = np.empty(K, np.int64)
+        for a in range(0, k, TILE):
+            nb = min(TILE, k - a)
+            nk = nb * D
+            base = a * D
+            for i in range(nb):
+                cl = classes[a + i]
+                for c in range(D):
+                    for lag in range(n_lags + 1):
+                        w[lag, i * D + c] = table[cl, lag, c]
+            for j in range(nk):
+                total[j] = off[0, base + j]
+                acc[j] = 0
+            for t in range(1, n_rows):
+                inv_t = 1.0 / t
+                wm = w[n_lags]
+                for j in range(nk):
+                    tot = total[j]
+                    mean = np.int64(np.floor(tot * inv_t))
+                    rem = tot - mean * t
+                    mean += (rem >= t) - (rem < 0)
+                    q[j] = wm[j] * mean + 2048
+                for lag in range(1, n_lags + 1):
+                    src = off[max(t - lag, 0)]
+                    wl = w[lag - 1]
+                    for j in range(nk):
+                        q[j] += wl[j] * src[base + j]
+                prow, orow, rrow = p[t], off[t], out[t]
+                for j in range(nk):
+                    pj, oj = prow[base + j], orow[base + j]
+                    r = ((oj + pj) >> 6) - ((pj + (q[j] >> 12) + 32) >> 6)  # x = (O + P) / 64
+                    rrow[base + j] = r
+                    acc[j] += abs(r)
+                    total[j] += oj
+            for i in range(nb):
+                s = 0
+                for c in range(min(3, D)):
+                    s += acc[i * D + c]
+                act[a + i] += s
+
+    return residuals_v3
+
+
+def make_gram_v3(numba, L, c0, c1):
+    import numpy as np
+
+    G = c1 - c0  # components: a compile-time constant (a runtime one: 7x slower gathers)
+    NP = max(1, 64 // G)  # points per tile; their G * NP series' accumulators stay in L1
+    TL = NP * G
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def gram_v3(off, idx, full):
+        """The (L + 2, L + 2) Gram matrix ``design @ design.T`` of
+        :func:`bodybatch.codec.predict3._fit` (rows: lags 1..L, the running mean, the
+        target) of the offsets ``off (T, k, D)`` at points ``idx``, components
+        ``[c0, c1)``, into ``full``, exactly: returns True when every sum of products
+        stays below 2**52 (then any order of the float64 sums, BLAS's included, gives
+        these same integers), else False (and ``full`` is not to be used).
+
+        Per series (a point's component), with ``e[s] = O[max(s, 0)]``: the lag
+        entries are ``G[a, a + d] = sum_{s=1-a}^{T-1-a} e[s] e[s - d]``, from one running
+        sum per ``d`` over ``s <= T - 1 - L``, the last L frames per ``a``, and ``o0**2``
+        per frame ``s <= 0``; the running mean's entries directly.
+        """
+        n_frames = off.shape[0]
+        bound = 0.0  # sum over series of max|O|**2: (T - 1) times it bounds every |partial sum|
+        for a in range(L + 2):
+            for b in range(L + 2):
+                full[a, b] = 0.0
+        e = np.empty((n_frames, TL))
+        lagsum = np.empty((L + 1, TL))  # running sums of e[s] e[s - d], s <= T - 1 - L
+        tail = np.empty((L + 1, L + 1, TL))  # G[a, b] of the last frames
+        cross = np.empty((L + 2, TL))  # mean x target, mean x lag 1..L, mean x mean
+        cum = np.empty(TL)
+        mrow = np.empty(TL)
+        for p0 in range(0, idx.shape[0], NP):
+            nb = min(NP, idx.shape[0] - p0)
+            nl = nb * G
+            for t in range(n_frames):
+                src, dst = off[t], e[t]
+                for ii in range(nb):
+                    q = idx[p0 + ii]
+                    for c in range(G):
+                        dst[ii * G + c] = np.float64(src[q, c0 + c])
+            for j in range(nl):
+                cum[j] = 0.0  # (here: max |O|)
+            for t in range(n_frames):
+                for j in range(nl):
+                    cum[j] = max(cum[j], abs(e[t, j]))
+            for j in range(nl):
+                bound += cum[j] * cum[j]
+            lagsum[:] = 0.0
+            tail[:] = 0.0
+            cross[:] = 0.0
+            for j in range(nl):
+                cum[j] = e[0, j]
+            for s in range(1, n_frames):
+                es = e[s]
+                for j in range(nl):  # the running mean floor(cum / s): exact below 2**53
+                    m = np.floor(cum[j] / s)
+                    mrow[j] = m
+                    cross[L + 1, j] += m * m
+                    cross[0, j] += m * es[j]
+                    cum[j] += es[j]
+                for b in range(1, L + 1):
+                    eb, acc = e[max(s - b, 0)], cross[b]
+                    for j in range(nl):
+                        acc[j] += mrow[j] * eb[j]
+                for d in range(L + 1):
+                    ed = e[max(s - d, 0)]
+                    if s <= n_frames - 1 - L:
+                        acc = lagsum[d]
+                        for j in range(nl):
+                            acc[j] += es[j] * ed[j]
+                    else:
+                        for a in range(L + 1 - d):
+                            if s <= n_frames - 1 - a:
+                                acc = tail[a, a + d]
+                                for j in range(nl):
+                                    acc[j] += es[j] * ed[j]
+            for d in range(L + 1):
+                for a in range(L + 1 - d):
+                    b = a + d
+                    before = min(a, n_frames - 1)  # frames s <= 0: o0 * o0
+                    v = 0.0
+                    for j in range(nl):
+                        v += lagsum[d, j] + tail[a, b, j] + before * e[0, j] * e[0, j]
+                    ra = L + 1 if a == 0 else a - 1  # design rows: lag a -> a - 1, target -> L + 1
+                    rb = L + 1 if b == 0 else b - 1
+                    full[ra, rb] += v
+                    if ra != rb:
+                        full[rb, ra] += v
+            for b in range(L + 2):
+                v = 0.0
+                for j in range(nl):
+                    v += cross[b, j]
+                r = L + 1 if b == 0 else (L if b == L + 1 else b - 1)
+                full[L, r] += v
+                if r != L:
+                    full[r, L] += v
+        return bound * (n_frames - 1) < 2.0**52  # (a margin for the bound's own rounding)
+
+    return gram_v3
