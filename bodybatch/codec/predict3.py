@@ -252,19 +252,19 @@ def _activity_classes(act, n_classes):
     return np.searchsorted(edges, act, side="right").astype(np.uint8)
 
 
-def _residuals(x, p, off, mean, table, classes, res, lo):
+def _residuals(xe, p, off, mean, table, classes, res, lo):
     """Rows 1.. of the residuals of the block of points ``[lo, lo + k)`` (into ``res``,
-    (T, N, D), for the T rows of ``x``, ``p`` and ``off`` (T, k, D)) with the temporal
-    weights ``table[classes]`` (``table``: (n_classes, L + 1, D)); returns the points'
-    activity (sum of |coordinate residual|). Compiled when numba is there (``p`` and
-    ``off`` C-contiguous): the same integers."""
+    (T, N, D)) for the T rows of its offsets ``off`` (T, k, D) (``xe``: the values, (T,
+    N + 1, D); ``p``: the weighted parents, numpy only) with the temporal weights
+    ``table[classes]`` (``table``: (n_classes, L + 1, D)); returns the points' activity
+    (sum of |coordinate residual|). Compiled when numba is there: the same integers."""
     n_frames, k, d = off.shape
     compiled = _kernels.kernels()
     if compiled is not None:
         act = np.zeros(k, np.int64)
         if k:
-            flat = res.reshape(res.shape[0], -1)
-            compiled.residuals_v3(d, p.reshape(n_frames, -1), off.reshape(n_frames, -1), table, classes, n_frames,
+            flat, xf = res.reshape(res.shape[0], -1), xe.reshape(xe.shape[0], -1)
+            compiled.residuals_v3(d, xf[:n_frames, lo * d :], off.reshape(n_frames, -1), table, classes, n_frames,
                                   flat[:, lo * d :], act)  # fmt: skip
         return act
     if mean is None:
@@ -276,7 +276,7 @@ def _residuals(x, p, off, mean, table, classes, res, lo):
     acc += p[1:]
     acc += SPATIAL_ONE // 2
     acc >>= SPATIAL_BITS
-    np.subtract(x[1:], acc, out=out[1:])
+    np.subtract(xe[1:n_frames, lo : lo + k], acc, out=out[1:])
     return np.abs(out[1:, :, :3]).sum(axis=(0, 2))
 
 
@@ -315,24 +315,25 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
     xe[:, :n] = _gather(np.ascontiguousarray(x, np.int64), structure.order)
     parents = structure.parents
     vw = value_weights(xe[0], parents, d)
+    rw, bw = vw[:, :, 0].copy(), base_weights(parents.shape[1])  # (the compiled offsets' weights)
     res = np.empty((n_frames, n, d), np.int64)
     classes = np.zeros(n, np.uint8)
     weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
     compiled = _kernels.kernels()
     for bi, (lo, hi) in enumerate(blocks):
-        x_b = xe[:, lo:hi]
-        if compiled is not None:  # P and O in one pass
-            p, off = np.empty((2, n_frames, hi - lo, d), np.int64)
-            compiled.offsets_v3(parents.shape[1], d, xe, parents, vw, lo, p, off)
-            mean = None
+        if compiled is not None:  # O only (the kernels take P = 64 x - O)
+            off = np.empty((n_frames, hi - lo, d), np.int64)
+            compiled.offsets_v3(parents.shape[1], d, xe.reshape(n_frames, -1), parents, rw, bw, lo,
+                                off.reshape(n_frames, -1))  # fmt: skip
+            p = mean = None
         else:
             p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])
-            off = (x_b << SPATIAL_BITS) - p  # O = 64 x - P
+            off = (xe[:, lo:hi] << SPATIAL_BITS) - p  # O = 64 x - P
             mean = _mean_feature(off)
         if n_frames > 1 and n_classes > 1 and hi - lo >= min_classed:
             f = min(n_frames, CLASS_FRAMES)  # the first pass looks at the chunk's first rows
             first = _fit(off[:f], np.arange(0, hi - lo, max(1, (hi - lo) // FIT_POINTS)), groups, n_lags)
-            act = _residuals(x_b[:f], p[:f], off[:f], None if mean is None else mean[: f - 1],
+            act = _residuals(xe, None if p is None else p[:f], off[:f], None if mean is None else mean[: f - 1],
                              _block_weights(first[None], groups, d), np.zeros(hi - lo, np.uint8), res, lo)  # fmt: skip
             classes[lo:hi] = _activity_classes(act, n_classes)
         cl = classes[lo:hi]
@@ -341,7 +342,7 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
             step = max(1, len(idx) * n_classes // FIT_POINTS)  # an even subsample: FIT_POINTS a block
             weights[bi, c] = _fit(off, idx[::step], groups, n_lags)
         if n_frames > 1:
-            _residuals(x_b, p, off, mean, _block_weights(weights[bi], groups, d), cl, res, lo)
+            _residuals(xe, p, off, mean, _block_weights(weights[bi], groups, d), cl, res, lo)
     res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
     return res, weights, classes
 
