@@ -312,7 +312,7 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
     """
     n_frames, n, d = x.shape
     xe = np.zeros((n_frames, n + 1, d), np.int64)
-    xe[:, :n] = _gather(np.ascontiguousarray(x, np.int64), structure.order)
+    xe[:, :n] = _gather(np.ascontiguousarray(x), structure.order)  # gathered in x's dtype, then widened
     parents = structure.parents
     vw = value_weights(xe[0], parents, d)
     rw, bw = vw[:, :, 0].copy(), base_weights(parents.shape[1])  # (the compiled offsets' weights)
