@@ -49,7 +49,7 @@ def _compile(numba):
         decode_v3=_Specialized(numba, _make_decode_v3),
         offsets_v3=_Specialized(numba, _kernels3.make_offsets_v3),  # the format 3.0 encoder's
         residuals_v3=_Specialized(numba, _kernels3.make_residuals_v3, 1),
-        gram_v3=_Specialized(numba, _kernels3.make_gram_v3, 3),
+        gram_v3=_Specialized(numba, _kernels3.make_gram_v3),
         dequantize=_Specialized(numba, _make_dequantize, 1),
         numba_version=numba.__version__,
     )

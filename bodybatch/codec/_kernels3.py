@@ -113,33 +113,38 @@ def make_residuals_v3(numba, D):
     return residuals_v3
 
 
-def make_gram_v3(numba, L, c0, c1):
+def make_gram_v3(numba, L, D):
     import numpy as np
 
-    G = c1 - c0  # components: a compile-time constant (a runtime one: 7x slower gathers)
-    NP = max(1, 64 // G)  # points per tile; their G * NP series' accumulators stay in L1
-    TL = NP * G
+    NP = max(1, 64 // D)  # points per tile; their D * NP series' accumulators stay in L1
+    TL = NP * D
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def gram_v3(off, idx, full):
-        """The (L + 2, L + 2) Gram matrix ``design @ design.T`` of
+    def gram_v3(off, idx, full, bound):
+        """Per component ``c``, the (L + 2, L + 2) Gram matrix ``design @ design.T`` of
         :func:`bodybatch.codec.predict3._fit` (rows: lags 1..L, the running mean, the
-        target) of the offsets ``off (T, k, D)`` at points ``idx``, components
-        ``[c0, c1)``, into ``full``, exactly: returns True when every sum of products
-        stays below 2**52 (then any order of the float64 sums, BLAS's included, gives
-        these same integers), else False (and ``full`` is not to be used).
+        target) of the offsets ``off (T, k * D)`` (flat rows) at points ``idx``, into
+        ``full[c]``, and ``bound[c]``: the sum over the points of ``max_t |O|**2``.
+        Every sum of products of a set of components is below ``(T - 1)`` times their
+        bounds: below 2**52 they are exact (then any order of the float64 sums, BLAS's
+        included, gives these same integers); else ``full`` is not to be used.
 
         Per series (a point's component), with ``e[s] = O[max(s, 0)]``: the lag
         entries are ``G[a, a + d] = sum_{s=1-a}^{T-1-a} e[s] e[s - d]``, from one running
         sum per ``d`` over ``s <= T - 1 - L``, the last L frames per ``a``, and ``o0**2``
-        per frame ``s <= 0``; the running mean's entries directly.
+        per frame ``s <= 0``; the running mean's entries directly. One gather of the
+        points' frames serves all components.
         """
         n_frames = off.shape[0]
-        bound = 0.0  # sum over series of max|O|**2: (T - 1) times it bounds every |partial sum|
-        for a in range(L + 2):
-            for b in range(L + 2):
-                full[a, b] = 0.0
-        e = np.empty((n_frames, TL))
+        full[:] = 0.0
+        bound[:] = 0.0
+        sub = np.empty((n_frames, idx.shape[0] * D))  # the points' frames, row by row: the
+        for t in range(n_frames):  # reads run up each row (3.5x faster than tile by tile)
+            src, dst = off[t], sub[t]
+            for i in range(idx.shape[0]):
+                q = idx[i] * D
+                for c in range(D):
+                    dst[i * D + c] = np.float64(src[q + c])
         lagsum = np.empty((L + 1, TL))  # running sums of e[s] e[s - d], s <= T - 1 - L
         tail = np.empty((L + 1, L + 1, TL))  # G[a, b] of the last frames
         cross = np.empty((L + 2, TL))  # mean x target, mean x lag 1..L, mean x mean
@@ -147,39 +152,37 @@ def make_gram_v3(numba, L, c0, c1):
         mrow = np.empty(TL)
         for p0 in range(0, idx.shape[0], NP):
             nb = min(NP, idx.shape[0] - p0)
-            nl = nb * G
-            for t in range(n_frames):
-                src, dst = off[t], e[t]
-                for ii in range(nb):
-                    q = idx[p0 + ii]
-                    for c in range(G):
-                        dst[ii * G + c] = np.float64(src[q, c0 + c])
+            nl = nb * D
+            lo, hi = p0 * D, p0 * D + nl  # the tile's lanes: 1-d row slices sub[t, lo:hi]
             for j in range(nl):
                 cum[j] = 0.0  # (here: max |O|)
             for t in range(n_frames):
+                et = sub[t, lo:hi]
                 for j in range(nl):
-                    cum[j] = max(cum[j], abs(e[t, j]))
+                    cum[j] = max(cum[j], abs(et[j]))
             for j in range(nl):
-                bound += cum[j] * cum[j]
+                bound[j % D] += cum[j] * cum[j]
             lagsum[:] = 0.0
             tail[:] = 0.0
             cross[:] = 0.0
+            e0 = sub[0, lo:hi]
             for j in range(nl):
-                cum[j] = e[0, j]
+                cum[j] = e0[j]
+            mm, mt = cross[L + 1], cross[0]  # (1-d slices: 2-d indexing here is not vectorized)
             for s in range(1, n_frames):
-                es = e[s]
+                es = sub[s, lo:hi]
                 for j in range(nl):  # the running mean floor(cum / s): exact below 2**53
                     m = np.floor(cum[j] / s)
                     mrow[j] = m
-                    cross[L + 1, j] += m * m
-                    cross[0, j] += m * es[j]
+                    mm[j] += m * m
+                    mt[j] += m * es[j]
                     cum[j] += es[j]
-                for b in range(1, L + 1):
-                    eb, acc = e[max(s - b, 0)], cross[b]
-                    for j in range(nl):
-                        acc[j] += mrow[j] * eb[j]
                 for d in range(L + 1):
-                    ed = e[max(s - d, 0)]
+                    ed = sub[max(s - d, 0), lo:hi]
+                    if d > 0:  # the mean x lag d
+                        acc = cross[d]
+                        for j in range(nl):
+                            acc[j] += mrow[j] * ed[j]
                     if s <= n_frames - 1 - L:
                         acc = lagsum[d]
                         for j in range(nl):
@@ -190,26 +193,22 @@ def make_gram_v3(numba, L, c0, c1):
                                 acc = tail[a, a + d]
                                 for j in range(nl):
                                     acc[j] += es[j] * ed[j]
-            for d in range(L + 1):
-                for a in range(L + 1 - d):
-                    b = a + d
-                    before = min(a, n_frames - 1)  # frames s <= 0: o0 * o0
-                    v = 0.0
-                    for j in range(nl):
-                        v += lagsum[d, j] + tail[a, b, j] + before * e[0, j] * e[0, j]
-                    ra = L + 1 if a == 0 else a - 1  # design rows: lag a -> a - 1, target -> L + 1
-                    rb = L + 1 if b == 0 else b - 1
-                    full[ra, rb] += v
-                    if ra != rb:
-                        full[rb, ra] += v
-            for b in range(L + 2):
-                v = 0.0
-                for j in range(nl):
-                    v += cross[b, j]
-                r = L + 1 if b == 0 else (L if b == L + 1 else b - 1)
-                full[L, r] += v
-                if r != L:
-                    full[r, L] += v
-        return bound * (n_frames - 1) < 2.0**52  # (a margin for the bound's own rounding)
+            for j in range(nl):
+                g = full[j % D]
+                sq0 = e0[j] * e0[j]
+                for d in range(L + 1):
+                    for a in range(L + 1 - d):
+                        b = a + d
+                        v = lagsum[d, j] + tail[a, b, j] + min(a, n_frames - 1) * sq0  # frames s <= 0: o0 * o0
+                        ra = L + 1 if a == 0 else a - 1  # design rows: lag a -> a - 1, target -> L + 1
+                        rb = L + 1 if b == 0 else b - 1
+                        g[ra, rb] += v
+                        if ra != rb:
+                            g[rb, ra] += v
+                for b in range(L + 2):
+                    r = L + 1 if b == 0 else (L if b == L + 1 else b - 1)
+                    g[L, r] += cross[b, j]
+                    if r != L:
+                        g[r, L] += cross[b, j]
 
     return gram_v3

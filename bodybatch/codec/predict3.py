@@ -202,10 +202,14 @@ def _fit(off, points, groups, n_lags):
         return w
     compiled = _kernels.kernels()
     points = np.asarray(points, np.int64)
+    if compiled is not None:  # per component (exact integers: their sums are too)
+        grams, bound = np.empty((off.shape[2], n_lags + 2, n_lags + 2)), np.empty(off.shape[2])
+        compiled.gram_v3(n_lags, off.shape[2], off.reshape(n_frames, -1), points, grams, bound)
     rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
     for gi, (c0, c1) in enumerate(groups):
-        full = np.empty((n_lags + 2, n_lags + 2))
-        if compiled is None or not compiled.gram_v3(n_lags, c0, c1, off, points, full):
+        if compiled is not None and bound[c0:c1].sum() * (n_frames - 1) < 2.0**52:  # (a margin for rounding)
+            full = grams[c0:c1].sum(axis=0)
+        else:
             sub = off[:, points, c0:c1]
             o = sub.astype(np.float64)
             feats = np.empty((n_lags + 2,) + o[1:].shape)  # the features, then the target
