@@ -222,7 +222,8 @@ def test_v3_encoder_kernels_give_the_numpy_encoders_integers(monkeypatch, n, n_f
     out = {}
     for env in ("numpy", ""):
         monkeypatch.setenv(_kernels.KERNELS_ENV, env)
-        out[env] = predict3.encode_residuals(x, structure, _blocks(n), _components(d), n_lags, N_CLASSES, _CLASSED_POINTS)
+        blocks, groups = _blocks(n), _components(d)
+        out[env] = predict3.encode_residuals(x, structure, blocks, groups, n_lags, N_CLASSES, _CLASSED_POINTS)
     for a, b in zip(out["numpy"], out[""]):
         np.testing.assert_array_equal(a, b)
 
@@ -232,7 +233,8 @@ def test_v3_gram_kernel_is_exact_and_bounded():
 
     rng = np.random.default_rng(5)
     compiled = _kernels._compile(numba)
-    for n_frames, k, n_lags, scale in [(2, 1, 1, 9), (5, 7, 8, 3000), (9, 70, 8, 3000), (10, 33, 8, 5), (130, 300, 4, 3000)]:
+    cases = [(2, 1, 1, 9), (5, 7, 8, 3000), (9, 70, 8, 3000), (10, 33, 8, 5), (130, 300, 4, 3000)]
+    for n_frames, k, n_lags, scale in cases:
         off = rng.integers(-scale, scale + 1, (n_frames, k, 4)).cumsum(axis=0)
         points = np.arange(0, k, 2)
         grams, bound = np.empty((4, n_lags + 2, n_lags + 2)), np.empty(4)

@@ -15,11 +15,13 @@ TILE = 256
 
 def make_offsets_v3(numba, M, D):
     """The offsets ``O = 64 x - P`` of a block of points (P: the weighted parents)."""
+    import numpy as np
+
     N_XYZ = min(3, D)
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
     def offsets_v3(xe, parents, rw, bw, lo, off):
-        """xe : (T, (N + 1) * D) int64 values in stored order, flat rows (point N:
+        """xe : (T, (N + 1) * D) int32 or int64 values in stored order, flat rows (point N:
         zero); parents (N, M) positions; rw (N, M) int64 spatial weights of the first
         three components, bw (M,) those of the others (as
         :func:`bodybatch.codec.predict3.value_weights`); off : (T, k * D) int64, the
@@ -38,8 +40,8 @@ def make_offsets_v3(numba, M, D):
                 for c in range(D):
                     s = 0
                     for j in range(M):
-                        s += (rw[q, j] if c < N_XYZ else bw[j]) * row[parents[q, j] * D + c]
-                    orow[i * D + c] = (row[q * D + c] << 6) - s
+                        s += (rw[q, j] if c < N_XYZ else bw[j]) * np.int64(row[parents[q, j] * D + c])
+                    orow[i * D + c] = (np.int64(row[q * D + c]) << 6) - s
 
     return offsets_v3
 
@@ -50,16 +52,17 @@ def make_residuals_v3(numba, D):
     K = TILE * D
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def residuals_v3(x, off, table, classes, n_rows, out, act):
+    def residuals_v3(x, off, table, classes, n_rows, out, act, write):
         """Rows ``1 .. n_rows - 1`` of one block's residuals (see
         :func:`bodybatch.codec.predict3._residuals`).
 
-        x, off : (T, k * D) int64 values and offsets (frame-major, flat rows; P = 64 x - O);
+        x, off : (T, k * D) values (int32 or int64) and int64 offsets (frame-major, flat
+        rows; P = 64 x - O);
         table : (n_classes, L + 1, D) int64 temporal weights per class (lags 1..L, then
         the running mean's); classes : (k,) the points' classes.
-        out : (T, k * D) int64 residuals (rows 1 .. n_rows - 1 written);
+        out : (T, k * D) int64 residuals (rows 1 .. n_rows - 1 written when ``write``);
         act : (k,) int64, plus each point's sum of |residual| over its first three
-        components (the activity classes' measure).
+        components (the activity classes' measure: all the first pass needs).
 
         Per tile of ``TILE`` points, frame by frame over contiguous lanes; the running
         mean ``floor(total / t)`` from a float estimate corrected by one
@@ -98,12 +101,18 @@ def make_residuals_v3(numba, D):
                     for j in range(nk):
                         q[j] += wl[j] * src[j]
                 xrow, orow, rrow = x[t, lo:hi], off[t, lo:hi], out[t, lo:hi]
-                for j in range(nk):
-                    xj, oj = xrow[j], orow[j]
-                    r = xj - ((((xj << 6) - oj) + (q[j] >> 12) + 32) >> 6)
-                    rrow[j] = r
-                    acc[j] += abs(r)
-                    total[j] += oj
+                if write:
+                    for j in range(nk):
+                        xj, oj = np.int64(xrow[j]), orow[j]
+                        r = xj - ((((xj << 6) - oj) + (q[j] >> 12) + 32) >> 6)
+                        rrow[j] = r
+                        acc[j] += abs(r)
+                        total[j] += oj
+                else:
+                    for j in range(nk):
+                        xj, oj = np.int64(xrow[j]), orow[j]
+                        acc[j] += abs(xj - ((((xj << 6) - oj) + (q[j] >> 12) + 32) >> 6))
+                        total[j] += oj
             for i in range(nb):
                 s = 0
                 for c in range(min(3, D)):

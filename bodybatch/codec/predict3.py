@@ -256,12 +256,13 @@ def _activity_classes(act, n_classes):
     return np.searchsorted(edges, act, side="right").astype(np.uint8)
 
 
-def _residuals(xe, p, off, mean, table, classes, res, lo):
+def _residuals(xe, p, off, mean, table, classes, res, lo, write=True):
     """Rows 1.. of the residuals of the block of points ``[lo, lo + k)`` (into ``res``,
     (T, N, D)) for the T rows of its offsets ``off`` (T, k, D) (``xe``: the values, (T,
     N + 1, D); ``p``: the weighted parents, numpy only) with the temporal weights
     ``table[classes]`` (``table``: (n_classes, L + 1, D)); returns the points' activity
-    (sum of |coordinate residual|). Compiled when numba is there: the same integers."""
+    (sum of |coordinate residual|). Compiled when numba is there: the same integers
+    (``write=False``: only the activity is needed; the kernel then writes nothing)."""
     n_frames, k, d = off.shape
     compiled = _kernels.kernels()
     if compiled is not None:
@@ -269,7 +270,7 @@ def _residuals(xe, p, off, mean, table, classes, res, lo):
         if k:
             flat, xf = res.reshape(res.shape[0], -1), xe.reshape(xe.shape[0], -1)
             compiled.residuals_v3(d, xf[:n_frames, lo * d :], off.reshape(n_frames, -1), table, classes, n_frames,
-                                  flat[:, lo * d :], act)  # fmt: skip
+                                  flat[:, lo * d :], act, write)  # fmt: skip
         return act
     if mean is None:
         mean = _mean_feature(off)
@@ -315,15 +316,17 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
     classes : ndarray of uint8, shape (N,).
     """
     n_frames, n, d = x.shape
-    xe = np.zeros((n_frames, n + 1, d), np.int64)
-    xe[:, :n] = _gather(np.ascontiguousarray(x), structure.order)  # gathered in x's dtype, then widened
+    compiled = _kernels.kernels()
+    x = np.ascontiguousarray(x)
+    # The values in stored order (int32 when given so, for the kernels: half the reads).
+    xe = np.zeros((n_frames, n + 1, d), np.int32 if compiled is not None and x.dtype == np.int32 else np.int64)
+    xe[:, :n] = _gather(x, structure.order)
     parents = structure.parents
     vw = value_weights(xe[0], parents, d)
     rw, bw = vw[:, :, 0].copy(), base_weights(parents.shape[1])  # (the compiled offsets' weights)
     res = np.empty((n_frames, n, d), np.int64)
     classes = np.zeros(n, np.uint8)
     weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
-    compiled = _kernels.kernels()
     for bi, (lo, hi) in enumerate(blocks):
         if compiled is not None:  # O only (the kernels take P = 64 x - O)
             off = np.empty((n_frames, hi - lo, d), np.int64)
@@ -337,8 +340,9 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
         if n_frames > 1 and n_classes > 1 and hi - lo >= min_classed:
             f = min(n_frames, CLASS_FRAMES)  # the first pass looks at the chunk's first rows
             first = _fit(off[:f], np.arange(0, hi - lo, max(1, (hi - lo) // FIT_POINTS)), groups, n_lags)
+            first = _block_weights(first[None], groups, d)
             act = _residuals(xe, None if p is None else p[:f], off[:f], None if mean is None else mean[: f - 1],
-                             _block_weights(first[None], groups, d), np.zeros(hi - lo, np.uint8), res, lo)  # fmt: skip
+                             first, np.zeros(hi - lo, np.uint8), res, lo, write=False)  # fmt: skip
             classes[lo:hi] = _activity_classes(act, n_classes)
         cl = classes[lo:hi]
         for c in range(n_classes):
@@ -347,7 +351,7 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
             weights[bi, c] = _fit(off, idx[::step], groups, n_lags)
         if n_frames > 1:
             _residuals(xe, p, off, mean, _block_weights(weights[bi], groups, d), cl, res, lo)
-    res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
+    res[0] = xe[0, :n] - _parent_pred(xe[:1].astype(np.int64), parents)[0]
     return res, weights, classes
 
 
