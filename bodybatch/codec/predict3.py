@@ -191,11 +191,9 @@ def _predict_offsets(off, mean, wl, out):
 
 def _fit(off, points, groups, n_lags):
     """(n_groups, L + 1) int16 least-squares weights of the offsets ``off[:, points]``
-    (``off``: (T, k, D); float64; encoder only: the decoder uses the stored integers).
-
-    The normal equations come from one Gram matrix of the features (lags, running mean)
-    and the target: integers, so when no sum of products reaches 2**52 the compiled
-    kernel's (exact) matrix is BLAS's; else numpy and BLAS, as ever."""
+    (``off``: (T, k, D); float64; encoder only). The Gram matrix of the (integer)
+    features and target: the compiled kernel's when exact (every sum below 2**52, so
+    equal to BLAS's), else numpy's and BLAS's."""
     w = np.zeros((len(groups), n_lags + 1), np.int16)
     n_frames = off.shape[0]
     if n_frames < 2 or len(points) == 0:
@@ -228,25 +226,6 @@ def _fit(off, points, groups, n_lags):
             coef = np.zeros(n_lags + 1)
         w[gi] = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT).astype(np.int16)
     return w
-    rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
-    for gi, (c0, c1) in enumerate(groups):
-        o = off[:, :, c0:c1].astype(np.float64)
-        feats = np.empty((n_lags + 2,) + o[1:].shape)  # the features, then the target
-        for lag in range(n_lags):
-            feats[lag] = o[rows[lag]]
-        feats[n_lags] = _mean_feature(off[:, :, c0:c1])
-        feats[n_lags + 1] = o[1:]
-        design = feats.reshape(n_lags + 2, -1)
-        full = design @ design.T  # one GEMM (a matrix-vector product here is ~10x slower)
-        gram, rhs = full[: n_lags + 1, : n_lags + 1].copy(), full[: n_lags + 1, n_lags + 1]
-        # A little ridge keeps the fit stable on constant or tiny blocks.
-        gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
-        try:
-            coef = np.linalg.solve(gram, rhs)
-        except np.linalg.LinAlgError:
-            coef = np.zeros(n_lags + 1)
-        w[gi] = np.clip(np.round(coef * (1 << FRACTION_BITS)), -MAX_WEIGHT, MAX_WEIGHT).astype(np.int16)
-    return w
 
 
 def _activity_classes(act, n_classes):
@@ -257,12 +236,10 @@ def _activity_classes(act, n_classes):
 
 
 def _residuals(xe, p, off, mean, table, classes, res, lo, write=True):
-    """Rows 1.. of the residuals of the block of points ``[lo, lo + k)`` (into ``res``,
-    (T, N, D)) for the T rows of its offsets ``off`` (T, k, D) (``xe``: the values, (T,
-    N + 1, D); ``p``: the weighted parents, numpy only) with the temporal weights
-    ``table[classes]`` (``table``: (n_classes, L + 1, D)); returns the points' activity
-    (sum of |coordinate residual|). Compiled when numba is there: the same integers
-    (``write=False``: only the activity is needed; the kernel then writes nothing)."""
+    """Rows 1.. of the residuals of positions ``[lo, lo + k)`` into ``res`` (T, N, D),
+    from the values ``xe``, offsets ``off`` (T, k, D) (and ``p``, numpy only), weights
+    ``table[classes]`` (``table``: (n_classes, L + 1, D)); returns each point's sum of
+    |coordinate residual| (all the kernel computes when not ``write``)."""
     n_frames, k, d = off.shape
     compiled = _kernels.kernels()
     if compiled is not None:
