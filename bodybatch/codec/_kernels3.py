@@ -157,6 +157,10 @@ def make_gram_v3(numba, L, D):
         lagsum = np.empty((L + 1, TL))  # running sums of e[s] e[s - d], s <= T - 1 - L
         tail = np.empty((L + 1, L + 1, TL))  # G[a, b] of the last frames
         cross = np.empty((L + 2, TL))  # mean x target, mean x lag 1..L, mean x mean
+        sq0 = np.zeros(TL)  # o0 * o0, the value of the frames s <= 0
+        lagsum[:] = 0.0  # the lane accumulators sum over all tiles (lane j: component j % D),
+        tail[:] = 0.0  # reduced once at the end
+        cross[:] = 0.0
         cum = np.empty(TL)
         mrow = np.empty(TL)
         for p0 in range(0, idx.shape[0], NP):
@@ -171,12 +175,10 @@ def make_gram_v3(numba, L, D):
                     cum[j] = max(cum[j], abs(et[j]))
             for j in range(nl):
                 bound[j % D] += cum[j] * cum[j]
-            lagsum[:] = 0.0
-            tail[:] = 0.0
-            cross[:] = 0.0
             e0 = sub[0, lo:hi]
             for j in range(nl):
                 cum[j] = e0[j]
+                sq0[j] += e0[j] * e0[j]
             mm, mt = cross[L + 1], cross[0]  # (1-d slices: 2-d indexing here is not vectorized)
             for s in range(1, n_frames):
                 es = sub[s, lo:hi]
@@ -202,22 +204,21 @@ def make_gram_v3(numba, L, D):
                                 acc = tail[a, a + d]
                                 for j in range(nl):
                                     acc[j] += es[j] * ed[j]
-            for j in range(nl):
-                g = full[j % D]
-                sq0 = e0[j] * e0[j]
-                for d in range(L + 1):
-                    for a in range(L + 1 - d):
-                        b = a + d
-                        v = lagsum[d, j] + tail[a, b, j] + min(a, n_frames - 1) * sq0  # frames s <= 0: o0 * o0
-                        ra = L + 1 if a == 0 else a - 1  # design rows: lag a -> a - 1, target -> L + 1
-                        rb = L + 1 if b == 0 else b - 1
-                        g[ra, rb] += v
-                        if ra != rb:
-                            g[rb, ra] += v
-                for b in range(L + 2):
-                    r = L + 1 if b == 0 else (L if b == L + 1 else b - 1)
-                    g[L, r] += cross[b, j]
-                    if r != L:
-                        g[r, L] += cross[b, j]
+        for j in range(min(TL, idx.shape[0] * D)):
+            g = full[j % D]
+            for d in range(L + 1):
+                for a in range(L + 1 - d):
+                    b = a + d
+                    v = lagsum[d, j] + tail[a, b, j] + min(a, n_frames - 1) * sq0[j]  # frames s <= 0: o0 * o0
+                    ra = L + 1 if a == 0 else a - 1  # design rows: lag a -> a - 1, target -> L + 1
+                    rb = L + 1 if b == 0 else b - 1
+                    g[ra, rb] += v
+                    if ra != rb:
+                        g[rb, ra] += v
+            for b in range(L + 2):
+                r = L + 1 if b == 0 else (L if b == L + 1 else b - 1)
+                g[L, r] += cross[b, j]
+                if r != L:
+                    g[r, L] += cross[b, j]
 
     return gram_v3
