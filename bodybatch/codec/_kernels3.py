@@ -33,14 +33,23 @@ def make_offsets_v3(numba, M, D):
         read each frame).
         """
         n_frames, k = off.shape[0], off.shape[1] // D
+        base = np.empty((k, M), np.int64)  # the parents' first values in a row
+        for i in range(k):
+            for j in range(M):
+                base[i, j] = parents[lo + i, j] * D
         for t in range(n_frames):
             row, orow = xe[t], off[t]
             for i in range(k):
-                q = lo + i
-                for c in range(D):
+                q, b, w = lo + i, base[i], rw[lo + i]
+                for c in range(N_XYZ):
                     s = 0
                     for j in range(M):
-                        s += (rw[q, j] if c < N_XYZ else bw[j]) * np.int64(row[parents[q, j] * D + c])
+                        s += w[j] * np.int64(row[b[j] + c])
+                    orow[i * D + c] = (np.int64(row[q * D + c]) << 6) - s
+                for c in range(N_XYZ, D):
+                    s = 0
+                    for j in range(M):
+                        s += bw[j] * np.int64(row[b[j] + c])
                     orow[i * D + c] = (np.int64(row[q * D + c]) << 6) - s
 
     return offsets_v3
