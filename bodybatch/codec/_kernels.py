@@ -10,6 +10,9 @@ environment) the numpy decoders run.
 v2 keeps frame 0 and the spatial weights in numpy (:func:`predict2.decode_residuals`);
 its kernels take the weights as plain arrays (any number of parents and lags).
 
+The format 3.0 encoder's kernels live in :mod:`bodybatch.codec._kernels3` (registered
+here, same namespace).
+
 numba is imported, and the kernels compiled, on first use only (``import bodybatch``
 stays fast); compiled code is cached on disk by numba (``cache=True``).
 """

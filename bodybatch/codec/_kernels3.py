@@ -2,8 +2,9 @@
 :func:`bodybatch.codec._kernels._compile`, compiled on first use).
 
 The numpy encoder in :mod:`bodybatch.codec.predict3` is the reference: these give
-the same integers (and the same float64 design matrices), only faster. All integer
-arithmetic is int64 and exact (bounds in :mod:`bodybatch.codec.predict3`).
+the same integers (and, when it is exact, the same Gram matrix of the temporal fit),
+only faster: the same bytes (tested). Integer arithmetic is int64 (values may come as
+int32) and exact (bounds in :mod:`bodybatch.codec.predict3`).
 """
 
 __all__ = ["make_offsets_v3", "make_residuals_v3", "make_gram_v3"]
