@@ -199,3 +199,28 @@ def test_compiled_encoder_writes_the_same_bytes(tmp_path, corpus_tracks, monkeyp
         bodybatch.write_track(tmp_path / f"t{env}.xz", track, **{**V3, "chunk_size": 16})
         data[env] = (tmp_path / f"t{env}.xz").read_bytes()
     assert data["numpy"] == data[""]
+
+
+def test_one_openmp_thread_is_restored_and_keeps_the_neighbours():
+    from pykdtree.kdtree import KDTree
+
+    from bodybatch.codec import _openmp
+
+    pts = np.random.default_rng(3).integers(0, 40, (3000, 3)).astype(np.float64)  # many ties
+    tree = KDTree(pts[:1000])
+    plain = tree.query(pts[1000:], k=8)
+    with _openmp.one_thread():
+        single = tree.query(pts[1000:], k=8)
+    for a, b in zip(plain, single):
+        np.testing.assert_array_equal(a, b)
+    runtimes = _openmp._STATE["runtimes"]  # pykdtree's OpenMP runtime (Linux wheels: libgomp)
+    saved = [get() for get, _ in runtimes]
+    try:
+        for _, set_ in runtimes:
+            set_(3)
+        with _openmp.one_thread():
+            assert [get() for get, _ in runtimes] == [1] * len(runtimes)
+        assert [get() for get, _ in runtimes] == [3] * len(runtimes)
+    finally:
+        for (_, set_), n in zip(runtimes, saved):
+            set_(n)

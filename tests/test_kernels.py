@@ -230,3 +230,47 @@ def test_v1_kernel_bound_sees_values_its_storage_cannot_hold(value):
     xs = np.empty((n_frames, n, d), np.int16)
     top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels, 0, n_frames, xe, xs)
     assert top == np.abs(reference).max()
+
+
+@pytest.mark.parametrize(
+    "n, n_frames, d, m, n_lags, scale",
+    [(1, 2, 3, 1, 1, 50), (5, 5, 4, 3, 4, 50), (600, 1, 4, 3, 4, 3000), (1500, 2, 3, 3, 4, 3000),
+     (1500, 9, 4, 4, 8, 3000), (2500, 130, 4, 4, 8, 3000), (2500, 40, 3, 1, 2, 3000),
+     (1300, 20, 4, 3, 8, 2**29)],  # the last one: Gram sums beyond 2**52 (the numpy/BLAS fit)
+)  # fmt: skip
+def test_v3_encoder_kernels_give_the_numpy_encoders_integers(monkeypatch, n, n_frames, d, m, n_lags, scale):
+    from bodybatch.codec import predict3
+    from bodybatch.codec.streams import _CLASSED_POINTS, N_CLASSES, _blocks, _components
+
+    rng = np.random.default_rng(n + n_frames)
+    x = _walk(rng, n_frames, n, d, scale, max(1, scale // 200))
+    if scale > 2**20:
+        x[n_frames // 2 :] = -x[n_frames // 2 :]  # large jumps
+    structure = build_structure(x[0, :, :3], m, step_cost=0.15)
+    out = {}
+    for env in ("numpy", ""):
+        monkeypatch.setenv(_kernels.KERNELS_ENV, env)
+        blocks, groups = _blocks(n), _components(d)
+        out[env] = predict3.encode_residuals(x, structure, blocks, groups, n_lags, N_CLASSES, _CLASSED_POINTS)
+    for a, b in zip(out["numpy"], out[""]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_v3_gram_kernel_is_exact_and_bounded():
+    from bodybatch.codec import predict3
+
+    rng = np.random.default_rng(5)
+    compiled = _kernels._compile(numba)
+    cases = [(2, 1, 1, 9), (5, 7, 8, 3000), (9, 70, 8, 3000), (10, 33, 8, 5), (130, 300, 4, 3000)]
+    for n_frames, k, n_lags, scale in cases:
+        off = rng.integers(-scale, scale + 1, (n_frames, k, 4)).cumsum(axis=0)
+        points = np.arange(0, k, 2)
+        grams, bound = np.empty((4, n_lags + 2, n_lags + 2)), np.empty(4)
+        compiled.gram_v3(n_lags, 4, off.reshape(n_frames, -1), points, grams, bound)
+        for c0, c1 in ((0, 3), (3, 4)):
+            sub = off[:, points, c0:c1]
+            assert bound[c0:c1].sum() == (np.abs(sub).max(axis=0).astype(np.float64) ** 2).sum()
+            rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
+            design = np.stack([sub[r] for r in rows] + [predict3._mean_feature(sub), sub[1:]]).astype(np.float64)
+            design = design.reshape(n_lags + 2, -1)
+            np.testing.assert_array_equal(grams[c0:c1].sum(axis=0), design @ design.T)

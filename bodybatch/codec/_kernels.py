@@ -10,6 +10,9 @@ environment) the numpy decoders run.
 v2 keeps frame 0 and the spatial weights in numpy (:func:`predict2.decode_residuals`);
 its kernels take the weights as plain arrays (any number of parents and lags).
 
+The format 3.0 encoder's kernels live in :mod:`bodybatch.codec._kernels3` (registered
+here, same namespace).
+
 numba is imported, and the kernels compiled, on first use only (``import bodybatch``
 stays fast); compiled code is cached on disk by numba (``cache=True``).
 """
@@ -40,6 +43,7 @@ def kernels():
 def _compile(numba):
     from types import SimpleNamespace
 
+    from bodybatch.codec import _kernels3
     from bodybatch.codec._kernels1 import make_decode_v1, make_gather_dequantize
 
     return SimpleNamespace(
@@ -48,7 +52,9 @@ def _compile(numba):
         temporal_v2=_Specialized(numba, _make_temporal_v2, 3),
         spatial_v2=_Specialized(numba, _make_spatial_v2, 3),
         decode_v3=_Specialized(numba, _make_decode_v3),
-        residuals_v3=_Specialized(numba, _make_residuals_v3),
+        offsets_v3=_Specialized(numba, _kernels3.make_offsets_v3),  # the format 3.0 encoder's
+        residuals_v3=_Specialized(numba, _kernels3.make_residuals_v3, 1),
+        gram_v3=_Specialized(numba, _kernels3.make_gram_v3),
         dequantize=_Specialized(numba, _make_dequantize, 1),
         numba_version=numba.__version__,
     )
@@ -295,28 +301,3 @@ def _make_decode_v3(numba, M, D):
 
     return decode_v3
 
-
-def _make_residuals_v3(numba, M, D):  # M unused: one kernel per D
-    import numpy as np
-
-    @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def residuals_v3(x, p, off, wl, out):
-        """Format 3.0 encoder: rows 1.. of one block's residuals (see
-        :func:`bodybatch.codec.predict3._residuals`); all (T, k, D) int64 frame-major
-        except ``wl`` (L + 1, k, D)."""
-        n_frames, k = x.shape[0], x.shape[1]
-        n_lags = wl.shape[0] - 1
-        total = np.zeros((k, D), np.int64)
-        for i in range(k):
-            for c in range(D):
-                total[i, c] = off[0, i, c]
-        for t in range(1, n_frames):
-            for i in range(k):
-                for c in range(D):
-                    q = wl[n_lags, i, c] * (total[i, c] // t) + 2048
-                    for lag in range(1, n_lags + 1):
-                        q += wl[lag - 1, i, c] * off[max(t - lag, 0), i, c]
-                    out[t, i, c] = x[t, i, c] - ((p[t, i, c] + (q >> 12) + 32) >> 6)
-                    total[i, c] += off[t, i, c]
-
-    return residuals_v3

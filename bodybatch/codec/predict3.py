@@ -189,23 +189,34 @@ def _predict_offsets(off, mean, wl, out):
     out += wl[n_lags] * mean
 
 
-def _fit(off, groups, n_lags):
-    """(n_groups, L + 1) int16 least-squares weights of the offsets (T, k, D) (float64;
-    encoder only: the decoder uses the stored integers)."""
+def _fit(off, points, groups, n_lags):
+    """(n_groups, L + 1) int16 least-squares weights of the offsets ``off[:, points]``
+    (``off``: (T, k, D); float64; encoder only). The Gram matrix of the (integer)
+    features and target: the compiled kernel's when exact (every sum below 2**52, so
+    equal to BLAS's), else numpy's and BLAS's."""
     w = np.zeros((len(groups), n_lags + 1), np.int16)
     n_frames = off.shape[0]
-    if n_frames < 2 or off.shape[1] == 0:
+    if n_frames < 2 or len(points) == 0:
         return w
+    compiled = _kernels.kernels()
+    points = np.asarray(points, np.int64)
+    if compiled is not None:  # per component (exact integers: their sums are too)
+        grams, bound = np.empty((off.shape[2], n_lags + 2, n_lags + 2)), np.empty(off.shape[2])
+        compiled.gram_v3(n_lags, off.shape[2], off.reshape(n_frames, -1), points, grams, bound)
     rows = [np.maximum(np.arange(1, n_frames) - lag, 0) for lag in range(1, n_lags + 1)]
     for gi, (c0, c1) in enumerate(groups):
-        o = off[:, :, c0:c1].astype(np.float64)
-        feats = np.empty((n_lags + 2,) + o[1:].shape)  # the features, then the target
-        for lag in range(n_lags):
-            feats[lag] = o[rows[lag]]
-        feats[n_lags] = _mean_feature(off[:, :, c0:c1])
-        feats[n_lags + 1] = o[1:]
-        design = feats.reshape(n_lags + 2, -1)
-        full = design @ design.T  # one GEMM (a matrix-vector product here is ~10x slower)
+        if compiled is not None and bound[c0:c1].sum() * (n_frames - 1) < 2.0**52:  # (a margin for rounding)
+            full = grams[c0:c1].sum(axis=0)
+        else:
+            sub = off[:, points, c0:c1]
+            o = sub.astype(np.float64)
+            feats = np.empty((n_lags + 2,) + o[1:].shape)  # the features, then the target
+            for lag in range(n_lags):
+                feats[lag] = o[rows[lag]]
+            feats[n_lags] = _mean_feature(sub)
+            feats[n_lags + 1] = o[1:]
+            design = feats.reshape(n_lags + 2, -1)
+            full = design @ design.T  # one GEMM (a matrix-vector product here is ~10x slower)
         gram, rhs = full[: n_lags + 1, : n_lags + 1].copy(), full[: n_lags + 1, n_lags + 1]
         # A little ridge keeps the fit stable on constant or tiny blocks.
         gram[np.diag_indices(n_lags + 1)] += 1e-6 * (np.trace(gram) / (n_lags + 1) + 1.0)
@@ -217,30 +228,38 @@ def _fit(off, groups, n_lags):
     return w
 
 
-def _activity_classes(res, n_classes):
-    """(k,) uint8 quantile class of each point's mean |coordinate residual| (rows 1..)."""
-    act = np.abs(res[1:, :, :3]).sum(axis=(0, 2))
+def _activity_classes(act, n_classes):
+    """(k,) uint8 quantile class of each point's activity ``act`` (its sum of
+    |coordinate residual| over rows 1..)."""
     edges = np.quantile(act, np.arange(1, n_classes) / n_classes)
     return np.searchsorted(edges, act, side="right").astype(np.uint8)
 
 
-def _residuals(x, p, off, mean, wl, out):
-    """Rows 1.. of the residuals of one block (``out``, (T, k, D)) with weights ``wl``
-    (compiled when numba is there: the same integers)."""
+def _residuals(xe, p, off, mean, table, classes, res, lo, write=True):
+    """Rows 1.. of the residuals of positions ``[lo, lo + k)`` into ``res`` (T, N, D),
+    from the values ``xe``, offsets ``off`` (T, k, D) (and ``p``, numpy only), weights
+    ``table[classes]`` (``table``: (n_classes, L + 1, D)); returns each point's sum of
+    |coordinate residual| (all the kernel computes when not ``write``)."""
+    n_frames, k, d = off.shape
     compiled = _kernels.kernels()
-    if compiled is not None and x.shape[1]:
-        wl = np.ascontiguousarray(np.broadcast_to(wl, (wl.shape[0],) + x.shape[1:]))
-        compiled.residuals_v3(0, x.shape[2], x, p, off, wl, out)
-        return
+    if compiled is not None:
+        act = np.zeros(k, np.int64)
+        if k:
+            flat, xf = res.reshape(res.shape[0], -1), xe.reshape(xe.shape[0], -1)
+            compiled.residuals_v3(d, xf[:n_frames, lo * d :], off.reshape(n_frames, -1), table, classes, n_frames,
+                                  flat[:, lo * d :], act, write)  # fmt: skip
+        return act
     if mean is None:
         mean = _mean_feature(off)
+    out = res[:n_frames, lo : lo + k]
     acc = np.full(mean.shape, 1 << (FRACTION_BITS - 1), np.int64)
-    _predict_offsets(off, mean, wl, acc)
+    _predict_offsets(off, mean, table[classes].transpose(1, 0, 2), acc)
     acc >>= FRACTION_BITS
     acc += p[1:]
     acc += SPATIAL_ONE // 2
     acc >>= SPATIAL_BITS
-    np.subtract(x[1:], acc, out=out[1:])
+    np.subtract(xe[1:n_frames, lo : lo + k], acc, out=out[1:])
+    return np.abs(out[1:, :, :3]).sum(axis=(0, 2))
 
 
 def _block_weights(weights, groups, d):
@@ -274,34 +293,42 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
     classes : ndarray of uint8, shape (N,).
     """
     n_frames, n, d = x.shape
-    xe = np.zeros((n_frames, n + 1, d), np.int64)
-    xe[:, :n] = _gather(np.ascontiguousarray(x, np.int64), structure.order)
+    compiled = _kernels.kernels()
+    x = np.ascontiguousarray(x)
+    # The values in stored order (int32 when given so, for the kernels: half the reads).
+    xe = np.zeros((n_frames, n + 1, d), np.int32 if compiled is not None and x.dtype == np.int32 else np.int64)
+    xe[:, :n] = _gather(x, structure.order)
     parents = structure.parents
     vw = value_weights(xe[0], parents, d)
+    rw, bw = vw[:, :, 0].copy(), base_weights(parents.shape[1])  # (the compiled offsets' weights)
     res = np.empty((n_frames, n, d), np.int64)
     classes = np.zeros(n, np.uint8)
     weights = np.zeros((len(blocks), n_classes, len(groups), n_lags + 1), np.int16)
     for bi, (lo, hi) in enumerate(blocks):
-        x_b = xe[:, lo:hi]
-        p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])
-        off = (x_b << SPATIAL_BITS) - p  # O = 64 x - P
-        mean = None if _kernels.kernels() is not None else _mean_feature(off)
+        if compiled is not None:  # O only (the kernels take P = 64 x - O)
+            off = np.empty((n_frames, hi - lo, d), np.int64)
+            compiled.offsets_v3(parents.shape[1], d, xe.reshape(n_frames, -1), parents, rw, bw, lo,
+                                off.reshape(n_frames, -1))  # fmt: skip
+            p = mean = None
+        else:
+            p = _weighted_sum(xe, parents[lo:hi], vw[lo:hi])
+            off = (xe[:, lo:hi] << SPATIAL_BITS) - p  # O = 64 x - P
+            mean = _mean_feature(off)
         if n_frames > 1 and n_classes > 1 and hi - lo >= min_classed:
             f = min(n_frames, CLASS_FRAMES)  # the first pass looks at the chunk's first rows
-            first = _fit(off[:f, :: max(1, (hi - lo) // FIT_POINTS)], groups, n_lags)
-            _residuals(x_b[:f], p[:f], off[:f], None if mean is None else mean[: f - 1],
-                       _block_weights(first[None], groups, d)[0][:, None],
-                       res[:f, lo:hi])  # fmt: skip
-            classes[lo:hi] = _activity_classes(res[:f, lo:hi], n_classes)
+            first = _fit(off[:f], np.arange(0, hi - lo, max(1, (hi - lo) // FIT_POINTS)), groups, n_lags)
+            first = _block_weights(first[None], groups, d)
+            act = _residuals(xe, None if p is None else p[:f], off[:f], None if mean is None else mean[: f - 1],
+                             first, np.zeros(hi - lo, np.uint8), res, lo, write=False)  # fmt: skip
+            classes[lo:hi] = _activity_classes(act, n_classes)
         cl = classes[lo:hi]
         for c in range(n_classes):
             idx = np.flatnonzero(cl == c)
             step = max(1, len(idx) * n_classes // FIT_POINTS)  # an even subsample: FIT_POINTS a block
-            weights[bi, c] = _fit(off[:, idx[::step]], groups, n_lags)
+            weights[bi, c] = _fit(off, idx[::step], groups, n_lags)
         if n_frames > 1:
-            wl = _block_weights(weights[bi], groups, d)[cl].transpose(1, 0, 2)  # (L + 1, k, D)
-            _residuals(x_b, p, off, mean, wl, res[:, lo:hi])
-    res[0] = xe[0, :n] - _parent_pred(xe[:1], parents)[0]
+            _residuals(xe, p, off, mean, _block_weights(weights[bi], groups, d), cl, res, lo)
+    res[0] = xe[0, :n] - _parent_pred(xe[:1].astype(np.int64), parents)[0]
     return res, weights, classes
 
 

@@ -142,6 +142,8 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
     """
     from pykdtree.kdtree import KDTree  # exact kNN; imports in ~1 ms (scipy.spatial: 0.3 s)
 
+    from bodybatch.codec import _openmp
+
     points = np.asarray(points, np.int64)
     n = len(points)
     shifted = points - points.min(axis=0)
@@ -161,7 +163,8 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
         if lo == 0:
             continue
         k = min(max(n_parents, n_candidates), lo)
-        _, nearest = KDTree(pos[:lo]).query(pos[lo:hi], k=k)
+        with _openmp.one_thread():  # small queries: OpenMP threads only cost (see _openmp)
+            _, nearest = KDTree(pos[:lo]).query(pos[lo:hi], k=k)
         nearest = np.asarray(nearest).reshape(hi - lo, k)
         if k < n_candidates or n_parents >= n_candidates:
             parents[lo:hi] = nearest[:, np.arange(n_parents) % min(k, n_parents)]
@@ -174,18 +177,37 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
             b = min(hi, a + 4096)
             near = nearest[a - lo : b - lo]
             rel = (grid[near] - grid[a:b, None]).astype(np.float32)  # (n, C, 3)
-            # m * (centroid - point) per combination, as one matrix product: (n, 3, combos)
-            # (sums of m integers below 2**24: exact in float32, so in any order)
-            total = (rel.transpose(0, 2, 1).reshape(-1, rel.shape[1]) @ selector.T).reshape(len(rel), 3, -1)
+            # m * (centroid - point) per combination: (n, 3, combos) (sums of m integers
+            # below 2**24: exact in float32, so in any order)
+            total = _exact_products(rel.transpose(0, 2, 1).reshape(-1, rel.shape[1]), selector)
+            total = total.reshape(len(rel), 3, -1)
             miss = total[:, 0] * total[:, 0]
             miss += total[:, 1] * total[:, 1]
             miss += total[:, 2] * total[:, 2]
             if step_cost:
                 steps = np.log2(1 + np.abs(slot_of[near] - slots[a - lo : b - lo, None])).astype(np.float32)
+                # one BLAS call, as ever: its rounding picks parents (see _exact_products)
                 miss = np.log2(1 + miss) + step_cost * np.matmul(steps, selector.T)  # (n, combos)
             best = combos[np.argmin(miss, axis=1)]
             parents[a:b] = np.take_along_axis(near, best, axis=1)
     return VertexStructure(order, parents)
+
+
+def _exact_products(v, selector):
+    """``v @ selector.T`` (float32, (r, C) by (combos, C)) for exact sums only (small
+    integers: any order gives the same values), in row blocks small enough that
+    OpenBLAS runs each on the calling thread (below its M*N*K = 2**18 threshold).
+
+    OpenBLAS's threads made this product up to 20x slower on a loaded 2-core machine.
+    The step costs' product stays one call: inexact float32 sums, whose rounding
+    follows OpenBLAS's kernel tiling and thread split (measured: the parents of one
+    corpus track differ between ``OPENBLAS_NUM_THREADS=1`` and 2), so any other order
+    or blocking would change parents."""
+    out = np.empty((len(v), len(selector)), np.float32)
+    rows = max(1, (1 << 18) // (selector.size or 1))
+    for a in range(0, len(v), rows):
+        np.matmul(v[a : a + rows], selector.T, out=out[a : a + rows])
+    return out
 
 
 def _coarse_slots(rank, lo, hi, by_rank):
