@@ -1,5 +1,6 @@
 """Codec v2.1 (``predictor=3``, format 3.0): exact round trips, edge cases, versioning."""
 
+import os
 import struct
 
 import numpy as np
@@ -224,3 +225,32 @@ def test_one_openmp_thread_is_restored_and_keeps_the_neighbours():
     finally:
         for (_, set_), n in zip(runtimes, saved):
             set_(n)
+
+
+def test_parents_do_not_depend_on_blas_threads(tmp_path, corpus_tracks):
+    """Format 3.0's parent choice (the step-cost trade-off) is integer arithmetic: the
+    same parents, hence the same bytes, with 1 or 2 OpenBLAS threads (a float32 matrix
+    product there once followed OpenBLAS's thread split on a corpus track)."""
+    import subprocess
+    import sys
+
+    from bodybatch.codec import group3
+
+    points = np.concatenate([np.round(t["vertices"][0].astype(np.float64) * 2) for t in corpus_tracks.values()])
+    np.save(tmp_path / "points.npy", points.astype(np.int64))
+    script = (
+        "import sys, hashlib, numpy as np\n"
+        "from bodybatch.codec.structure import build_structure\n"
+        f"pts = np.load(sys.argv[1]); n = {len(next(iter(corpus_tracks.values()))['vertices'][0])}\n"
+        "h = hashlib.sha256()\n"
+        "for a in range(0, len(pts), n):\n"
+        f"    h.update(build_structure(pts[a:a + n], 4, step_cost={group3.STEP_COST}).parents.tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "points.npy")], env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

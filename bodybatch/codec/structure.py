@@ -18,6 +18,7 @@ level's sampling stride (small numbers for nearby points).
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -184,13 +185,30 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
             miss = total[:, 0] * total[:, 0]
             miss += total[:, 1] * total[:, 1]
             miss += total[:, 2] * total[:, 2]
-            if step_cost:
-                steps = np.log2(1 + np.abs(slot_of[near] - slots[a - lo : b - lo, None])).astype(np.float32)
-                # one BLAS call, as ever: its rounding picks parents (see _exact_products)
-                miss = np.log2(1 + miss) + step_cost * np.matmul(steps, selector.T)  # (n, combos)
+            if step_cost:  # in integers (1/65536 bit), so every machine picks the same parents
+                exact = total.astype(np.float64)  # (|total| < 2**24: exact squares and sums)
+                miss_bits = _fixed_log2(1 + (exact * exact).sum(axis=1))
+                step_bits = _fixed_log2(1 + np.abs(slot_of[near] - slots[a - lo : b - lo, None]))  # (n, C)
+                miss = _STEP_ONE * miss_bits + round(step_cost * _STEP_ONE) * step_bits[:, combos].sum(axis=2)
             best = combos[np.argmin(miss, axis=1)]
             parents[a:b] = np.take_along_axis(near, best, axis=1)
     return VertexStructure(order, parents)
+
+
+#: Fixed-point log2: 12 bits of mantissa looked up, costs in units of 2**-16 bit.
+_LOG2_BITS, _LOG2_ONE, _STEP_ONE = 12, 1 << 16, 1 << 10
+_LOG2_TABLE = np.array([round(math.log2(1 + i / (1 << _LOG2_BITS)) * _LOG2_ONE) for i in range((1 << _LOG2_BITS) + 1)],
+                       np.int64)  # fmt: skip
+
+
+def _fixed_log2(v):
+    """``log2(v)`` in integer units of 2**-16 bit (to within 2**-12), for integers
+    ``v >= 1`` held in float64 (exact below 2**53): the exponent from frexp, the
+    mantissa's first 12 bits from a table. Integer results, the same on every machine (a float log2 is vectorized
+    differently per CPU and library; its last-bit differences picked other parents)."""
+    mantissa, exponent = np.frexp(np.asarray(v, np.float64))  # v = mantissa * 2**exponent, mantissa in [0.5, 1)
+    index = np.floor((2 * mantissa - 1) * (1 << _LOG2_BITS)).astype(np.int64)
+    return (exponent.astype(np.int64) - 1) * _LOG2_ONE + _LOG2_TABLE[index]
 
 
 def _exact_products(v, selector):
@@ -199,10 +217,9 @@ def _exact_products(v, selector):
     OpenBLAS runs each on the calling thread (below its M*N*K = 2**18 threshold).
 
     OpenBLAS's threads made this product up to 20x slower on a loaded 2-core machine.
-    The step costs' product stays one call: inexact float32 sums, whose rounding
-    follows OpenBLAS's kernel tiling and thread split (measured: the parents of one
-    corpus track differ between ``OPENBLAS_NUM_THREADS=1`` and 2), so any other order
-    or blocking would change parents."""
+    (The step costs were once a float32 product too: its rounding followed OpenBLAS's
+    tiling and thread split, so the parents of one corpus track differed between
+    ``OPENBLAS_NUM_THREADS=1`` and 2; they are integers now.)"""
     out = np.empty((len(v), len(selector)), np.float32)
     rows = max(1, (1 << 18) // (selector.size or 1))
     for a in range(0, len(v), rows):
