@@ -274,3 +274,110 @@ def test_v3_gram_kernel_is_exact_and_bounded():
             design = np.stack([sub[r] for r in rows] + [predict3._mean_feature(sub), sub[1:]]).astype(np.float64)
             design = design.reshape(n_lags + 2, -1)
             np.testing.assert_array_equal(grams[c0:c1].sum(axis=0), design @ design.T)
+
+
+# -- format 3.0: the values kernel (bodybatch.codec._kernels3) ---------------------------------
+
+
+def _v3_entry(n, n_frames, d, m, n_lags, scale, seed=0):
+    """(x, structure, chunk entry) of a random walk, as format 3.0 writes it."""
+    from bodybatch.codec import group3
+
+    rng = np.random.default_rng(seed)
+    x = _walk(rng, n_frames, n, d, scale, max(1, scale // 200)).astype(np.int32)
+    structure = group3.sorted_parents(build_structure(x[0, :, :3], m, step_cost=group3.STEP_COST))
+    return x, structure, group3.encode_group(x, structure, n_lags, 2, int(np.abs(x).max()))
+
+
+def _values(x, scales):
+    """What the dequantizer makes of (T, N, D) integers (float32 xyz and uncertainties)."""
+    (scale, divide), (unc_scale, unc_divide) = scales[:2], scales[2:]
+    xyz = (x[:, :, :3] / scale).astype(np.float32) if divide else x[:, :, :3].astype(np.float32) * np.float32(scale)
+    if x.shape[2] == 3:
+        return xyz, None
+    unc = x[:, :, 3] / unc_scale if unc_divide else x[:, :, 3].astype(np.float32) * np.float32(unc_scale)
+    return xyz, unc.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "n, n_frames, d, m, n_lags, scale",
+    [(1, 1, 4, 4, 8, 50), (1, 3, 3, 4, 8, 50), (2, 2, 4, 4, 8, 50), (5, 3, 3, 3, 2, 50), (40, 2, 4, 4, 8, 3000),
+     (1500, 20, 4, 4, 8, 3000), (1300, 9, 3, 4, 3, 3000), (1100, 12, 4, 4, 8, 2**20), (700, 6, 4, 2, 1, 3000),
+     (600, 5, 4, 5, 4, 3000), (1030, 40, 4, 3, 5, 30000)],
+)  # fmt: skip
+def test_v3_values_kernel_decodes_the_numpy_decoders_values(monkeypatch, n, n_frames, d, m, n_lags, scale):
+    """The compiled format 3.0 path (frame 0, ridge weights, float64 prediction,
+    dequantization and reordering in one call) against the numpy reference decoder:
+    the same values for whole chunks and row ranges, int16 and int32 work arrays."""
+    from bodybatch.codec import group3
+
+    x, structure, entry = _v3_entry(n, n_frames, d, m, n_lags, scale, n + n_frames)
+    max_abs = int(np.abs(x).max())
+    monkeypatch.setenv(_kernels.KERNELS_ENV, "numpy")
+    np.testing.assert_array_equal(group3.decode_group(entry, structure, d, n_frames, n_lags, ""), x)
+    compiled = _kernels._compile(numba)
+    for scales in [(0.5, False, 2000.0, True), (3.0, True, 1 / 1024, False)]:
+        rows_list = [None, slice(0, 1), slice(0, n_frames), slice(n_frames - 1, n_frames), slice(n_frames // 2, n_frames + 5),
+                     slice(1, max(2, n_frames // 2))]  # fmt: skip
+        for rows in rows_list:
+            got = group3.decode_group_values(entry, structure, d, n_frames, n_lags, "", rows, max_abs, scales, compiled)
+            assert got is not None
+            want = _values(x if rows is None else x[rows], scales)
+            np.testing.assert_array_equal(got[0], want[0])
+            if d == 4:
+                np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("n_frames", [1, 7])
+def test_v3_values_kernel_declines_values_beyond_the_bound(n_frames):
+    """A decoded value beyond ``max_abs`` (a corrupt chunk or a too small bound): the
+    kernel returns None and the caller takes the int64 decoders (which refuse it)."""
+    from bodybatch.codec import group3
+
+    x, structure, entry = _v3_entry(1200, n_frames, 4, 4, 8, 3000)
+    max_abs = int(np.abs(x).max())
+    compiled = _kernels._compile(numba)
+    scales = (0.5, False, 2000.0, True)
+    assert group3.decode_group_values(entry, structure, 4, n_frames, 8, "", None, max_abs, scales, compiled) is not None
+    assert group3.decode_group_values(entry, structure, 4, n_frames, 8, "", None, max_abs - 1, scales, compiled) is None
+    weights = np.full((1, 4, 2, 9), 2**15 - 1, np.int16)  # every float64 sum exact up to 2**24 (the fast path)
+    assert group3.float_exact(2**24, 4, weights, 128) and not group3.float_exact(2**29, 4, weights, 128)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+def test_v3_ridge_kernel_gives_the_numpy_weights(m):
+    from bodybatch.codec import predict3
+
+    rng = np.random.default_rng(m)
+    n = 3000
+    pts = rng.integers(-2000, 2000, (n + 1, 3))
+    pts[n] = 0
+    pts[10:20] = pts[0]  # coincident points (det <= 0)
+    pts[20:40, 2] = 0  # and flat ones
+    pts[40:50] *= 2**18  # large coordinates (shifted)
+    parents = rng.integers(0, n, (n, m))
+    parents[::7, -1] = n  # the zero point: even weights
+    parents[50:60] = np.arange(m)  # shared parents
+    want = predict3.ridge_weights(pts, parents)
+    got = np.empty((n, m), np.int64)
+    _kernels._compile(numba).ridge_v3(m, pts.astype(np.int64), parents, got)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_kernels_close_over_constants_only():
+    """numba's disk cache keys a closure by its pickled cells; a compiled function in a
+    cell pickles differently in every process, so such a kernel would be compiled again
+    in every process (seconds). Every kernel closes over plain values only."""
+    from numba.core.dispatcher import Dispatcher
+
+    from bodybatch.codec import _kernels, _kernels1, _kernels3, _kernels3_encode
+
+    kernels = [_kernels3.make_ridge_v3(numba, 4), _kernels3.make_decode_v3(numba, 4, 4),
+               _kernels3.make_decode_v3_values(numba, 4, 4, 8, True), _kernels1.make_decode_v1(numba, 3, 4),
+               _kernels1.make_gather_dequantize(numba, 4), _kernels3_encode.make_offsets_v3(numba, 4, 4),
+               _kernels3_encode.make_residuals_v3(numba, 4), _kernels3_encode.make_gram_v3(numba, 8, 4),
+               _kernels._make_temporal_v2(numba, 4, 4, np.int64), _kernels._make_spatial_v2(numba, 3, 4, np.int64),
+               _kernels._make_dequantize(numba, 4)]  # fmt: skip
+    for fn in kernels:
+        cells = [c.cell_contents for c in fn.py_func.__closure__ or ()]
+        assert not any(isinstance(c, Dispatcher) for c in cells), fn

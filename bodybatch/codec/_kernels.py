@@ -10,8 +10,11 @@ environment) the numpy decoders run.
 v2 keeps frame 0 and the spatial weights in numpy (:func:`predict2.decode_residuals`);
 its kernels take the weights as plain arrays (any number of parents and lags).
 
-The format 3.0 encoder's kernels live in :mod:`bodybatch.codec._kernels3` (registered
-here, same namespace).
+The other formats' kernels live in their own modules and are registered here, in the
+same namespace: format 1.0 in :mod:`bodybatch.codec._kernels1` (``decode_v1``,
+``gather_dequantize``), format 3.0's decoder in :mod:`bodybatch.codec._kernels3`
+(``decode_v3``, ``decode_v3_values``, ``ridge_v3``) and its encoder in
+:mod:`bodybatch.codec._kernels3_encode` (``offsets_v3``, ``residuals_v3``, ``gram_v3``).
 
 numba is imported, and the kernels compiled, on first use only (``import bodybatch``
 stays fast); compiled code is cached on disk by numba (``cache=True``).
@@ -43,7 +46,7 @@ def kernels():
 def _compile(numba):
     from types import SimpleNamespace
 
-    from bodybatch.codec import _kernels3
+    from bodybatch.codec import _kernels3, _kernels3_encode
     from bodybatch.codec._kernels1 import make_decode_v1, make_gather_dequantize
 
     return SimpleNamespace(
@@ -51,10 +54,12 @@ def _compile(numba):
         gather_dequantize=_Specialized(numba, make_gather_dequantize, 1),
         temporal_v2=_Specialized(numba, _make_temporal_v2, 3),
         spatial_v2=_Specialized(numba, _make_spatial_v2, 3),
-        decode_v3=_Specialized(numba, _make_decode_v3),
-        offsets_v3=_Specialized(numba, _kernels3.make_offsets_v3),  # the format 3.0 encoder's
-        residuals_v3=_Specialized(numba, _kernels3.make_residuals_v3, 1),
-        gram_v3=_Specialized(numba, _kernels3.make_gram_v3),
+        decode_v3=_Specialized(numba, _kernels3.make_decode_v3),
+        decode_v3_values=_Specialized(numba, _kernels3.make_decode_v3_values, 4),
+        ridge_v3=_Specialized(numba, _kernels3.make_ridge_v3, 1),
+        offsets_v3=_Specialized(numba, _kernels3_encode.make_offsets_v3),
+        residuals_v3=_Specialized(numba, _kernels3_encode.make_residuals_v3, 1),
+        gram_v3=_Specialized(numba, _kernels3_encode.make_gram_v3),
         dequantize=_Specialized(numba, _make_dequantize, 1),
         numba_version=numba.__version__,
     )
@@ -213,91 +218,3 @@ def _make_dequantize(numba, D):
         return top
 
     return dequantize
-
-
-def _make_decode_v3(numba, M, D):
-    import numpy as np
-
-    #: points decoded together: their lag sums run as contiguous (point, component) lanes
-    TILE = 64
-    K = TILE * D
-
-    @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def decode_v3(res, parents, vw, wpt, levels, n_rows, xe, out):
-        """Format 3.0 predictor decode of rows 1.. of one point group (see
-        :mod:`bodybatch.codec.predict3`; row 0 is decoded already).
-
-        res : (N, T, D) int64 residuals, point-major, stored order; parents : (N, M) positions (N:
-        the zero point); vw : (N, M, D) spatial weights; wpt : (N, L + 1, D) temporal
-        weights (lags 1..L, then the running mean's); levels : (n_levels, 2) position
-        ranges.
-        xe : (N + 1, n_rows, D) int64 work array, point-major, row 0 decoded, row N zero.
-        out : (n_rows, N, D) int64, stored order (row 0 filled here too; the caller
-        reorders: written in stored order, each tile's rows are contiguous, measured
-        1.6x faster than scattering to the original order here).
-
-        Per level: the weighted parents ``P`` of every frame first (each parent's frames
-        are contiguous), then tiles of ``TILE`` points frame by frame, the lag sums
-        over contiguous lanes (measured 2.2x faster than a loop per point and frame).
-        """
-        n_lags = wpt.shape[1] - 1
-        largest = 0
-        for li in range(levels.shape[0]):
-            largest = max(largest, levels[li, 1] - levels[li, 0])
-        pall = np.empty((largest, n_rows, D), np.int64)  # P of a level's points, point-major
-        hist = np.empty((n_rows + n_lags, K), np.int64)  # hist[L - 1 + f] = O[f]; hist[:L] = O[0]
-        w = np.empty((n_lags + 1, K), np.int64)
-        total = np.empty(K, np.int64)  # sum of the offsets of frames < t
-        qbuf = np.empty(K, np.int64)
-        for li in range(levels.shape[0]):
-            lo, hi = levels[li, 0], levels[li, 1]
-            for p in range(lo, hi):
-                pp = pall[p - lo]
-                for t in range(n_rows):
-                    for c in range(D):
-                        pp[t, c] = 0
-                for j in range(M):
-                    q = parents[p, j]
-                    for t in range(n_rows):
-                        for c in range(D):
-                            pp[t, c] += vw[p, j, c] * xe[q, t, c]
-            for a in range(lo, hi, TILE):
-                nb = min(TILE, hi - a)
-                nk = nb * D
-                for i in range(nb):
-                    p = a + i
-                    for c in range(D):
-                        k = i * D + c
-                        for lag in range(n_lags + 1):
-                            w[lag, k] = wpt[p, lag, c]
-                        o = (xe[p, 0, c] << 6) - pall[p - lo, 0, c]
-                        total[k] = o
-                        for lag in range(n_lags):
-                            hist[lag, k] = o
-                        out[0, p, c] = xe[p, 0, c]
-                for t in range(1, n_rows):
-                    inv_t = 1.0 / t
-                    for k in range(nk):  # the running mean's term: floor(total / t), exactly
-                        mean = np.int64(np.floor(total[k] * inv_t))  # |total| < 2**52: off by at most 1
-                        rem = total[k] - mean * t
-                        mean += (rem >= t) - (rem < 0)
-                        qbuf[k] = w[n_lags, k] * mean + 2048
-                    for lag in range(1, n_lags + 1):  # the lags: contiguous lanes
-                        hrow = hist[n_lags - 1 + t - lag]
-                        wrow = w[lag - 1]
-                        for k in range(nk):
-                            qbuf[k] += wrow[k] * hrow[k]
-                    orow = hist[n_lags - 1 + t]
-                    for i in range(nb):
-                        p = a + i
-                        for c in range(D):
-                            k = i * D + c
-                            cs = pall[p - lo, t, c]
-                            x = res[p, t, c] + ((cs + (qbuf[k] >> 12) + 32) >> 6)
-                            xe[p, t, c] = x
-                            out[t, p, c] = x
-                            orow[k] = (x << 6) - cs
-                            total[k] += orow[k]
-
-    return decode_v3
-

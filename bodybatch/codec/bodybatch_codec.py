@@ -276,6 +276,16 @@ class BodybatchCodec(Codec):
                 if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
                     raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
                 d = g["n_dims"]
+                compiled = _kernels.kernels()
+                if self.predictor == 3 and compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
+                    scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
+                    values = group3.decode_group_values(entry, g["structure"], d, n_frames, self.window,
+                                                        f"{where}{group}: ", rows, max_abs, scales, compiled)  # fmt: skip
+                    if values is not None:  # checked against max_abs already
+                        out[coord] = values[0]
+                        if d == 4:
+                            out[unc] = values[1]
+                        continue
                 if self.predictor == 2:
                     x = group2.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
                                             f"{where}{group}: ", rows)  # fmt: skip

@@ -17,7 +17,9 @@ from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
     encode_frame_major_streams,
 )  # fmt: skip
-from bodybatch.codec.structure import VertexStructure, bit_reversed_positions, structure_from_arrays, structure_to_arrays
+from bodybatch.codec.structure import (
+    VertexStructure, bit_reversed_positions, is_permutation, level_bounds, structure_from_arrays, structure_to_arrays,
+)  # fmt: skip
 from bodybatch.errors import FormatError
 
 __all__ = ["encode_group", "decode_group", "sorted_parents", "encode_structure", "decode_structure", "STEP_COST"]
@@ -51,9 +53,10 @@ def decode_structure(curve, steps, n, m, where):
     if not isinstance(steps, (list, tuple)) or len(steps) != m:
         raise FormatError(f"{where}expected {m} parent columns")
     ranks = entropy.decode_numbers(curve, np.int32, n, f"{where}order")
-    if n and not np.array_equal(np.sort(ranks), np.arange(n)):
+    if n and not is_permutation(ranks):
         raise ValueError(f"vertex order is not a permutation of 0..{n - 1}")
-    curve = np.argsort(ranks).astype(np.int32)
+    curve = np.empty(n, np.int32)  # the inverse permutation
+    curve[ranks] = np.arange(n, dtype=np.int32)
     cols = [entropy.decode_numbers(s, np.int32, n, f"{where}parents") for s in steps]
     gaps = np.stack(cols, axis=1).astype(np.int64)
     if np.any(gaps[:, 1:] < 0):
@@ -83,36 +86,122 @@ def encode_group(x, structure, n_lags, level, max_abs):
     }
 
 
-def decode_group(entry, structure, n_dims, n_frames, n_lags, where, rows=None):
-    """Invert :func:`encode_group`: (T, N, D) int64 in original point order (``rows``: a
-    slice of the rows to return; only the frames up to its end are predicted)."""
-    n = structure.n_points
+def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows):
+    """A chunk entry's classes (N,) uint8, weights (n_blocks, N_CLASSES, n_groups, L + 1)
+    int16, frame 0's residuals (N, D) and the streams of rows 1.. (decoded when
+    ``n_rows > 1``) as ``(buf, [(block, a, b, [offset per component group])])``: one
+    flat array in stream order, each class segment ``[a, b)`` of a block's sorted
+    layout frame-major ``(T - 1, b - a, components)`` at its offset."""
     blocks, groups = _blocks(n), _components(n_dims)
     classes, stream_dtype = _classes_and_dtype(entry, n, where)
     n_weights = len(blocks) * N_CLASSES * len(groups) * (n_lags + 1)  # L lags and the running mean
     weights = entropy.decode_numbers(entry["weights"], np.int16, n_weights, f"{where}weights")
     weights = weights.reshape(len(blocks), N_CLASSES, len(groups), n_lags + 1)
     classes = classes.astype(np.uint8)
-    n_rows = n_frames if rows is None else max(1, min(rows.stop, n_frames))
-    rest = _rest_blocks(n, classes) if n_rows > 1 else []
     streams = entry["streams"]
-    n_rest = sum(len(b) - 1 for _, _, _, b in _rest_blocks(n, classes)) * len(groups) if n_frames > 1 else 0
+    rest = _rest_blocks(n, classes) if n_frames > 1 else []
+    n_rest = sum(len(b) - 1 for _, _, _, b in rest) * len(groups)
     if len(streams) != len(blocks) * len(groups) + n_rest:
         raise FormatError(f"{where}expected {len(blocks) * len(groups) + n_rest} residual streams, found {len(streams)}")
-    res = np.empty((n, n_rows, n_dims), np.int64)  # point-major, stored order
+    first = np.empty((n, n_dims), np.int64)
     it = iter(streams)
     for lo, hi in blocks:
         for c0, c1 in groups:
             vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
-            res[lo:hi, 0, c0:c1] = vals.reshape(hi - lo, c1 - c0)
-    if rest:
+            first[lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
+    segments, size = [], 0
+    for bi, (lo, hi, _, bounds) in enumerate(rest if n_rows > 1 else []):
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            offsets = []
+            for c0, c1 in groups:
+                offsets.append(size)
+                size += (b - a) * (n_frames - 1) * (c1 - c0)
+            segments.append((bi, lo + a, lo + b, offsets))
+    buf = np.empty(size, stream_dtype)
+    for _, a, b, offsets in segments:
+        for (c0, c1), off in zip(groups, offsets):
+            count = (b - a) * (n_frames - 1) * (c1 - c0)
+            entropy.decode_numbers(next(it), stream_dtype, count, where, out=buf[off : off + count])
+    return classes, weights, first, buf, segments
+
+
+def decode_group(entry, structure, n_dims, n_frames, n_lags, where, rows=None):
+    """Invert :func:`encode_group`: (T, N, D) int64 in original point order (``rows``: a
+    slice of the rows to return; only the frames up to its end are predicted)."""
+    n = structure.n_points
+    n_rows = n_frames if rows is None else max(1, min(rows.stop, n_frames))
+    classes, weights, first, buf, segments = _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows)
+    res = np.empty((n, n_rows, n_dims), np.int64)  # point-major, stored order
+    res[:, 0] = first
+    if segments:
         layout = _sorted_layout(n, classes)  # sorted position -> stored position
-        for lo, hi, _, bounds in rest:
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                for c0, c1 in groups:
-                    count = (b - a) * (n_frames - 1) * (c1 - c0)
-                    vals = entropy.decode_numbers(next(it), stream_dtype, count, where)
-                    vals = vals.reshape(n_frames - 1, b - a, c1 - c0)[: n_rows - 1]
-                    res[layout[lo + a : lo + b], 1:, c0:c1] = vals.transpose(1, 0, 2)
-    x = predict3.decode_residuals(res, structure.order, structure.parents, blocks, weights, classes)
+        for _, a, b, offsets in segments:
+            for (c0, c1), off in zip(_components(n_dims), offsets):
+                vals = buf[off : off + (b - a) * (n_frames - 1) * (c1 - c0)]
+                vals = vals.reshape(n_frames - 1, b - a, c1 - c0)[: n_rows - 1]
+                res[layout[a:b], 1:, c0:c1] = vals.transpose(1, 0, 2)
+    x = predict3.decode_residuals(res, structure.order, structure.parents, _blocks(n), weights, classes)
     return x if rows is None else x[rows.start : rows.stop]
+
+
+def float_exact(max_abs, n_parents, weights, n_rows):
+    """Whether :func:`decode_group_values`' float64 sums are exact for values bounded by
+    ``max_abs``: the spatial weights sum to at most ``S`` in magnitude (ridge: each in
+    [-64, 128]; even weights: 64), so ``|P| <= S A``, ``|O| = |64 x - P| <= (64 + S) A``;
+    the running sums stay below ``T (64 + S) A`` and the temporal sum below
+    ``sum |w| ((64 + S) A + 1) + 2**11``; every one below 2**52 is exact."""
+    spatial = predict3.MAX_SPATIAL * n_parents if n_parents in (3, 4) else 64
+    offset = (64 + spatial) * max_abs
+    wsum = int(np.abs(weights.astype(np.int64)).sum(axis=-1).max(initial=0))
+    return max(n_rows * offset, wsum * (offset + 1) + 2048) < 2**52 and max_abs < 2**30
+
+
+def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows, max_abs, scales, compiled):
+    """The compiled path of one point group straight to float32 values, original point
+    order: ``(xyz (R, N, 3), unc (R, N) or None)`` of ``rows`` (None: all), with
+    ``scales`` the dequantizer's ``(scale, divide, unc_scale, unc_divide)``. None when
+    the float64 kernel cannot vouch for its integers (a value beyond ``max_abs``, bounds
+    too large): the caller then takes :func:`decode_group`, which gives the same values
+    or raises."""
+    n = structure.n_points
+    n_rows = n_frames if rows is None else max(1, min(rows.stop, n_frames))
+    start = 0 if rows is None else rows.start
+    classes, weights, first, buf, segments = _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows)
+    if not float_exact(max_abs, structure.n_parents, weights, n_rows):
+        return None
+    runs = _runs(n, classes, segments, n_dims) if n_rows > 1 else np.zeros((0, 7), np.int64)
+    if runs is None:
+        return None
+    wtab = np.zeros((weights.shape[0] * N_CLASSES, 2, n_lags + 1))
+    wtab[:, : weights.shape[2]] = weights.reshape(-1, weights.shape[2], n_lags + 1)
+    x0 = predict3.decode_first_row(first, structure.parents)
+    if np.abs(x0).max(initial=0) > max_abs:
+        return None
+    m = structure.n_parents
+    wi = np.empty((n, m), np.int64)
+    compiled.ridge_v3(m, x0, structure.parents, wi)
+    n_out = max(0, n_rows - start)
+    xyz, unc = np.empty((n_out, n, 3), np.float32), np.empty((n_out, n), np.float32)
+    ok = compiled.decode_v3_values(m, n_dims, n_lags, max_abs < 2**15, x0, wi, structure.parents, runs,
+                                   _sorted_layout(n, classes), buf, wtab, max_abs, n_rows, start, structure.order,
+                                   *scales, xyz, unc)  # fmt: skip
+    return (xyz, unc if n_dims == 4 else None) if ok else None
+
+
+def _runs(n, classes, segments, n_dims):
+    """(n_runs, 7) int64 runs of :func:`bodybatch.codec._kernels3.make_decode_v3_values`:
+    per level, the sorted positions of each class segment inside it. None when an
+    unclassed block mixes classes (a hostile file; the caller takes the numpy path)."""
+    layout = _sorted_layout(n, classes)
+    levels = level_bounds(n)
+    runs = []
+    for bi, a, b, offsets in segments:
+        seg = layout[a:b]
+        if b - a and (classes[seg] != classes[seg[0]]).any():
+            return None
+        wrow = bi * N_CLASSES + (int(classes[seg[0]]) if b - a else 0)
+        cuts = np.searchsorted(seg, [lo for lo, _ in levels] + [n])
+        for li in np.flatnonzero(cuts[1:] > cuts[:-1]):
+            runs.append((li, a + cuts[li], a + cuts[li + 1], a, b - a, offsets[0], offsets[-1], wrow))
+    runs.sort(key=lambda r: r[0])
+    return np.array([r[1:] for r in runs], np.int64).reshape(-1, 7)

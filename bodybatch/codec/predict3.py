@@ -332,6 +332,17 @@ def encode_residuals(x, structure, blocks, groups, n_lags, n_classes=1, min_clas
     return res, weights, classes
 
 
+def decode_first_row(first, parents):
+    """(N + 1, D) int64 row 0 (row N: the zero point) from its (N, D) residuals, stored
+    order: each level from the parents' mean."""
+    n, d = first.shape
+    xe = np.zeros((1, n + 1, d), np.int64)
+    xe[0, :n] = first
+    for lo, hi in level_bounds(n):
+        xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
+    return xe[0]
+
+
 def decode_residuals(res, order, parents, blocks, weights, classes):
     """Invert :func:`encode_residuals`.
 
@@ -354,10 +365,7 @@ def decode_residuals(res, order, parents, blocks, weights, classes):
     n, n_frames, d = res.shape
     n_lags = weights.shape[3] - 1
     groups = [(0, min(3, d))] + ([(3, d)] if d > 3 else [])
-    xe = np.zeros((1, n + 1, d), np.int64)
-    xe[0, :n] = res[:, 0]
-    for lo, hi in level_bounds(n):  # frame 0: the parents' mean
-        xe[:, lo:hi] += _parent_pred(xe, parents[lo:hi])
+    xe = decode_first_row(res[:, 0], parents)[None]
     compiled = _kernels.kernels() if n_frames > 1 else None
     if compiled is not None:
         vw = value_weights(xe[0], parents, d)

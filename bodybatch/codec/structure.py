@@ -266,6 +266,19 @@ def structure_to_arrays(structure):
     return curve, steps.astype(np.int32).ravel()
 
 
+def is_permutation(values):
+    """Whether the (n,) integers are a permutation of 0..n-1 (O(n), no sort)."""
+    values = np.asarray(values)
+    n = len(values)
+    if n == 0:
+        return True
+    if values.min() < 0 or values.max() >= n:
+        return False
+    seen = np.zeros(n, bool)
+    seen[values] = True
+    return bool(seen.all())
+
+
 def structure_from_arrays(curve, steps, n_parents):
     """Invert :func:`structure_to_arrays`, validating everything.
 
@@ -275,7 +288,7 @@ def structure_from_arrays(curve, steps, n_parents):
         With the reason, when the arrays do not describe a valid structure.
     """
     n = len(curve)
-    if n and not np.array_equal(np.sort(curve), np.arange(n)):
+    if n and not is_permutation(curve):
         raise ValueError(f"vertex order is not a permutation of 0..{n - 1}")
     if steps.shape != (n * n_parents,):
         raise ValueError("parent table has the wrong size")
