@@ -208,11 +208,12 @@ def bench_bodybatch(track, path, options):
     return os.path.getsize(path), t_enc, t_dec, bd.max_abs_error(decoded, track)
 
 
-def warmup_track(n_frames=3, n_vertices=300, n_joints=24):
-    """A tiny random track with every point field (the compiled decoders' argument types)."""
+def warmup_track(n_frames=3, n_vertices=300, n_joints=24, spread_mm=300):
+    """A tiny random track with every point field (the compiled decoders' argument types;
+    ``spread_mm`` 20,000: grid values past int16, the kernels' wider work arrays)."""
     rng = np.random.default_rng(0)
     return {
-        "vertices": rng.normal(0, 300, (n_frames, n_vertices, 3)).astype(np.float32),
+        "vertices": rng.normal(0, spread_mm, (n_frames, n_vertices, 3)).astype(np.float32),
         "vertex_uncertainties": rng.uniform(0.01, 0.1, (n_frames, n_vertices)).astype(np.float32),
         "joints": rng.normal(0, 300, (n_frames, n_joints, 3)).astype(np.float32),
         "joint_uncertainties": rng.uniform(0.01, 0.1, (n_frames, n_joints)).astype(np.float32),
@@ -274,7 +275,8 @@ def main():
     good_vertex_order(np.random.default_rng(0).normal(size=(64, 3)), 2)
     with tempfile.TemporaryDirectory() as tmp:  # and bodybatch's compiled decoders (numba's cache)
         for codec in ours:
-            bench_bodybatch(warmup_track(), Path(tmp) / "warm.xz", variants[codec])
+            for spread in (300, 20_000):
+                bench_bodybatch(warmup_track(spread_mm=spread), Path(tmp) / "warm.xz", variants[codec])
 
     wanted = set(args.sources.split(","))
     sources = {}
