@@ -293,7 +293,6 @@ class BodybatchCodec(Codec):
                     x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
                 else:
                     x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
-                compiled = _kernels.kernels()
                 inverse = None
                 if isinstance(x, tuple):  # the v1 kernel: rows in stored point order, their bound
                     x, inverse, top = x
