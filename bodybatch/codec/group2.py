@@ -5,7 +5,7 @@ import numpy as np
 
 from bodybatch.codec import _kernels, entropy, predict2
 from bodybatch.codec.streams import (
-    _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes, encode_frame_major_streams,
+    _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout, activity_classes, frame_major_entry,
 )  # fmt: skip
 from bodybatch.codec.structure import level_bounds
 from bodybatch.errors import FormatError
@@ -25,16 +25,7 @@ def encode_group(x, structure, n_lags, level, max_abs):
     res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
     classes = activity_classes(res.transpose(1, 0, 2), res_abs=res_abs)
     stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
-    res = res.astype(stream_dtype, copy=False)
-    streams = encode_frame_major_streams(res, classes, level)
-    return {
-        "max_abs": max_abs,
-        "classes": entropy.encode_numbers(classes.astype(np.uint16)),
-        "dtype": np.dtype(stream_dtype).name,
-        "streams": streams,
-        "s_abs": s_abs,
-        "weights": entropy.encode_numbers(weights.ravel()),
-    }
+    return frame_major_entry(res, classes, weights, level, max_abs, stream_dtype, s_abs=s_abs)
 
 
 def decode_group(entry, structure, n_dims, n_frames, n_lags, max_abs, where, rows=None):

@@ -15,10 +15,11 @@ import numpy as np
 from bodybatch.codec import entropy, predict3
 from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
-    encode_frame_major_streams,
+    frame_major_entry,
 )  # fmt: skip
 from bodybatch.codec.structure import (
-    VertexStructure, bit_reversed_positions, is_permutation, level_bounds, structure_from_arrays, structure_to_arrays,
+    VertexStructure, bit_reversed_positions, inverse_permutation, is_permutation, level_bounds, structure_from_arrays,
+    structure_to_arrays,
 )  # fmt: skip
 from bodybatch.errors import FormatError
 
@@ -42,8 +43,7 @@ def encode_structure(structure):
     """Sorted-parent structure -> (curve-rank bytes, [bytes of column j of the step gaps])."""
     curve, steps = structure_to_arrays(structure)
     steps = steps.reshape(-1, structure.n_parents)
-    ranks = np.empty(len(curve), np.int32)
-    ranks[curve] = np.arange(len(curve), dtype=np.int32)
+    ranks = inverse_permutation(curve, np.int32)
     gaps = np.diff(steps, axis=1, prepend=0).astype(np.int32)  # column 0: the step; then the gaps (>= 0: sorted)
     return entropy.encode_numbers(ranks, delta=True), [entropy.encode_numbers(gaps[:, j].copy()) for j in range(gaps.shape[1])]
 
@@ -55,8 +55,7 @@ def decode_structure(curve, steps, n, m, where):
     ranks = entropy.decode_numbers(curve, np.int32, n, f"{where}order")
     if n and not is_permutation(ranks):
         raise ValueError(f"vertex order is not a permutation of 0..{n - 1}")
-    curve = np.empty(n, np.int32)  # the inverse permutation
-    curve[ranks] = np.arange(n, dtype=np.int32)
+    curve = inverse_permutation(ranks, np.int32)
     cols = [entropy.decode_numbers(s, np.int32, n, f"{where}parents") for s in steps]
     gaps = np.stack(cols, axis=1).astype(np.int64)
     if np.any(gaps[:, 1:] < 0):
@@ -75,15 +74,7 @@ def encode_group(x, structure, n_lags, level, max_abs):
     res, weights, classes = predict3.encode_residuals(x, structure, blocks, groups, n_lags, N_CLASSES, _CLASSED_POINTS)
     res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
     stream_dtype = np.int16 if res_abs < 2**15 else (np.int32 if res_abs < 2**31 else np.int64)
-    res = res.astype(stream_dtype)
-    streams = encode_frame_major_streams(res, classes, level)
-    return {
-        "max_abs": max_abs,
-        "classes": entropy.encode_numbers(classes.astype(np.uint16)),
-        "dtype": np.dtype(stream_dtype).name,
-        "streams": streams,
-        "weights": entropy.encode_numbers(weights.ravel()),
-    }
+    return frame_major_entry(res, classes, weights, level, max_abs, stream_dtype)
 
 
 def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows):
@@ -169,7 +160,8 @@ def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows,
     classes, weights, first, buf, segments = _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows)
     if not float_exact(max_abs, structure.n_parents, weights, n_rows):
         return None
-    runs = _runs(n, classes, segments, n_dims) if n_rows > 1 else np.zeros((0, 7), np.int64)
+    layout = _sorted_layout(n, classes)  # sorted position -> stored position
+    runs = _runs(n, classes, layout, segments) if n_rows > 1 else np.zeros((0, 7), np.int64)
     if runs is None:
         return None
     wtab = np.zeros((weights.shape[0] * N_CLASSES, 2, n_lags + 1))
@@ -183,16 +175,16 @@ def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows,
     n_out = max(0, n_rows - start)
     xyz, unc = np.empty((n_out, n, 3), np.float32), np.empty((n_out, n), np.float32)
     ok = compiled.decode_v3_values(m, n_dims, n_lags, max_abs < 2**15, x0, wi, structure.parents, runs,
-                                   _sorted_layout(n, classes), buf, wtab, max_abs, n_rows, start, structure.order,
+                                   layout, buf, wtab, max_abs, n_rows, start, structure.order,
                                    *scales, xyz, unc)  # fmt: skip
     return (xyz, unc if n_dims == 4 else None) if ok else None
 
 
-def _runs(n, classes, segments, n_dims):
+def _runs(n, classes, layout, segments):
     """(n_runs, 7) int64 runs of :func:`bodybatch.codec._kernels3.make_decode_v3_values`:
-    per level, the sorted positions of each class segment inside it. None when an
-    unclassed block mixes classes (a hostile file; the caller takes the numpy path)."""
-    layout = _sorted_layout(n, classes)
+    per level, the sorted positions (``layout``: :func:`_sorted_layout`) of each class
+    segment inside it. None when an unclassed block mixes classes (a hostile file; the
+    caller takes the numpy path)."""
     levels = level_bounds(n)
     runs = []
     for bi, a, b, offsets in segments:

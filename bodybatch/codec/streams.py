@@ -140,6 +140,21 @@ def encode_frame_major_streams(res, classes, level):
     return streams
 
 
+def frame_major_entry(res, classes, weights, level, max_abs, stream_dtype, **extra):
+    """Formats 2.0 and 3.0: a point group's chunk entry from its ``(T, N, D)`` residuals,
+    activity classes and int16 temporal weights; ``extra`` entries (format 2.0's
+    ``s_abs``) come before the weights (the map's order is part of the bytes)."""
+    res = res.astype(stream_dtype, copy=False)
+    return {
+        "max_abs": max_abs,
+        "classes": entropy.encode_numbers(classes.astype(np.uint16)),
+        "dtype": np.dtype(stream_dtype).name,
+        "streams": encode_frame_major_streams(res, classes, level),
+        **extra,
+        "weights": entropy.encode_numbers(weights.ravel()),
+    }
+
+
 def decode_residual_parts(streams, classes, shape, stream_dtype, where):
     """The residual streams of :func:`_encode_residual_streams` decoded in place, with
     no scatter: ``first`` (N, D) frame 0 in stored order, ``rest`` per component group

@@ -20,7 +20,6 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -56,12 +55,17 @@ class VertexStructure:
     def n_parents(self):
         return self.parents.shape[1]
 
-    @cached_property
+    @functools.cached_property
     def inverse(self):
         """(N,) int32: original point index -> stored position (computed once)."""
-        inverse = np.empty(len(self.order), np.int32)
-        inverse[self.order] = np.arange(len(self.order), dtype=np.int32)
-        return inverse
+        return inverse_permutation(self.order, np.int32)
+
+
+def inverse_permutation(values, dtype=np.int64):
+    """The inverse of a permutation of 0..n-1 (a scatter: O(n))."""
+    inverse = np.empty(len(values), dtype)
+    inverse[values] = np.arange(len(values), dtype=dtype)
+    return inverse
 
 
 def level_bounds(n):
@@ -152,7 +156,7 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
     shift = max(0, (int(shifted.max()) if n else 0).bit_length() - bits)
     curve = np.argsort(hilbert_codes(shifted >> shift, bits), kind="stable").astype(np.int32)
     rank = bit_reversed_positions(n)
-    by_rank = _positions_by_rank(rank)
+    by_rank = inverse_permutation(rank)
     order = curve[rank]
     pos = points[order].astype(np.float64)
     grid = (points[order] - points.min(axis=0)).astype(np.int64)
@@ -230,7 +234,7 @@ def _exact_products(v, selector):
 def _coarse_slots(rank, lo, hi, by_rank):
     """For positions [lo, hi): the positions < lo sorted by curve rank (slot ->
     position) and each position's insertion slot among them (the number of coarser
-    positions of smaller rank). ``by_rank``: :func:`_positions_by_rank` of ``rank``.
+    positions of smaller rank). ``by_rank``: :func:`inverse_permutation` of ``rank``.
     Linear time: the positions are walked in curve order once (an argsort and a
     searchsorted per level cost ~1 ms per track when a file is opened)."""
     coarse = by_rank < lo
@@ -239,11 +243,6 @@ def _coarse_slots(rank, lo, hi, by_rank):
     return coarse_positions, slots
 
 
-def _positions_by_rank(rank):
-    """The inverse permutation of ``rank``: curve rank -> position."""
-    by_rank = np.empty(len(rank), np.int64)
-    by_rank[rank] = np.arange(len(rank))
-    return by_rank
 
 
 def structure_to_arrays(structure):
@@ -252,7 +251,7 @@ def structure_to_arrays(structure):
     the point's own insertion slot: small numbers for nearby points."""
     n, m = structure.n_points, structure.n_parents
     rank = bit_reversed_positions(n)
-    by_rank = _positions_by_rank(rank)
+    by_rank = inverse_permutation(rank)
     curve = np.empty(n, np.int32)
     curve[rank] = structure.order
     steps = np.zeros((n, m), np.int64)
@@ -294,7 +293,7 @@ def structure_from_arrays(curve, steps, n_parents):
         raise ValueError("parent table has the wrong size")
     steps = steps.reshape(n, n_parents).astype(np.int64)
     rank = bit_reversed_positions(n)
-    by_rank = _positions_by_rank(rank)
+    by_rank = inverse_permutation(rank)
     parents = np.full((n, n_parents), n, np.int64)
     for lo, hi in level_bounds(n):
         if lo == 0:
