@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "VertexStructure",
     "build_structure",
+    "hilbert_curve",
     "level_bounds",
     "structure_to_arrays",
     "structure_from_arrays",
@@ -125,6 +126,19 @@ def hilbert_codes(points, bits):
     return code
 
 
+def hilbert_curve(points):
+    """(N,) int32 original point indices sorted along a 3-D Hilbert curve over the (N, 3)
+    integer points (relative to their minimum, at most 20 bits per axis: coarser cells
+    for wider extents; ties keep index order)."""
+    points = np.asarray(points, np.int64)
+    if not len(points):
+        return np.zeros(0, np.int32)
+    shifted = points - points.min(axis=0)
+    bits = min(20, max(1, int(shifted.max()).bit_length()))
+    shift = max(0, int(shifted.max()).bit_length() - bits)
+    return np.argsort(hilbert_codes(shifted >> shift, bits), kind="stable").astype(np.int32)
+
+
 def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
     """Derive a vertex structure from one frame of integer grid points.
 
@@ -151,10 +165,7 @@ def build_structure(points, n_parents=3, n_candidates=8, step_cost=0.0):
 
     points = np.asarray(points, np.int64)
     n = len(points)
-    shifted = points - points.min(axis=0)
-    bits = min(20, max(1, int(shifted.max()).bit_length() if n else 1))
-    shift = max(0, (int(shifted.max()) if n else 0).bit_length() - bits)
-    curve = np.argsort(hilbert_codes(shifted >> shift, bits), kind="stable").astype(np.int32)
+    curve = hilbert_curve(points)
     rank = bit_reversed_positions(n)
     by_rank = inverse_permutation(rank)
     order = curve[rank]
