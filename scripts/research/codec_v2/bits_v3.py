@@ -8,12 +8,18 @@ Columns: Vxyz / Vunc bits per value (vertex coordinate / uncertainty streams), s
 (classes + temporal weights, bytes), header (the vertex structure: curve + parent
 steps, bytes, as the variant's format codes it, and as format 2.0 would), file bytes
 (``write_track``, everything).
+
+The numpy encoder runs (``BODYBATCH_KERNELS=numpy`` is set here): the ablations
+monkeypatch numpy functions of :mod:`bodybatch.codec.predict3` that the compiled
+encoder kernels do not call.
 """
 import glob
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+os.environ["BODYBATCH_KERNELS"] = "numpy"  # before bodybatch chooses its kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np
