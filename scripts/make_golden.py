@@ -9,10 +9,12 @@ files still decode to exactly those arrays.
     python scripts/make_golden.py [--major 2]
 
 ``--major 2`` writes the format 2.0 file (the v2 predictor, ``predictor=2``), ``--major 3``
-the format 3.0 file (its fixed-point form, ``predictor=3``).
+the format 3.0 file (its fixed-point form, ``predictor=3``), ``--major 3 --bundled`` the
+format 3.1 file (the whole 13,718-vertex mesh, which names its bundled structure).
 """
 
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -31,6 +33,9 @@ MAJOR_OPTIONS = {
     2: ({"chunk_size": 8, "predictor": 2, "n_parents": 3, "window": 4}, 4),
     3: ({"chunk_size": 8, "predictor": 3, "n_parents": 4, "window": 8, "level": 12}, 4),
 }
+#: Format 3.1 (a bundled structure): every vertex of the Anny topology, fewer rows.
+BUNDLED_OPTIONS = ({"chunk_size": 4, "predictor": 3, "n_parents": 4, "window": 8, "level": 12}, 1)
+BUNDLED_ROWS = 6
 
 
 def main():
@@ -38,16 +43,11 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--major", type=int, default=TRACK_FORMAT_VERSION[0], choices=sorted(MAJOR_OPTIONS))
+    ap.add_argument("--bundled", action="store_true", help="format 3.1: the whole mesh, its bundled structure")
     args = ap.parse_args()
-    options, stride = MAJOR_OPTIONS[args.major]
-    from bodybatch.codec import get_codec
-
-    FORMAT_MAJOR = get_codec("bodybatch", **options).format_major
-    FORMAT_MINOR = TRACK_FORMAT_VERSION[1] if FORMAT_MAJOR == TRACK_FORMAT_VERSION[0] else 0
-    out = Path(__file__).resolve().parents[1] / "tests" / "golden" / f"v{FORMAT_MAJOR}"
-    out.mkdir(parents=True, exist_ok=True)
+    options, stride = BUNDLED_OPTIONS if args.bundled else MAJOR_OPTIONS[args.major]
     _, track = next(bd.gt_tracks(bd.SHARED / "corpus" / "nlf_xz_0001.xz"))
-    rows = slice(0, 21)
+    rows = slice(0, BUNDLED_ROWS if args.bundled else 21)
     small = {
         "vertices": track["vertices"][rows, ::stride],
         "vertex_uncertainties": track["vertex_uncertainties"][rows, ::stride],
@@ -58,8 +58,13 @@ def main():
         "frame_index": track["frame_index"][rows] * 2 + 3,
     }
     metadata = {"video_path": "golden.mp4", "fps": 30.0, "track": 0, "note": "golden file"}
-    name = f"track_v{FORMAT_MAJOR}_{FORMAT_MINOR}"
-    bodybatch.write_track(out / f"{name}.xz", small, metadata, **options)
+    tmp = Path(__file__).resolve().parents[1] / "tests" / "golden" / ".new.xz"
+    bodybatch.write_track(tmp, small, metadata, **options)
+    major, minor = struct.unpack("<HH", tmp.read_bytes()[8:12])
+    out = tmp.parent / f"v{major}"
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"track_v{major}_{minor}"
+    tmp.replace(out / f"{name}.xz")
     with bodybatch.open_track(out / f"{name}.xz") as reader:
         arrays = reader.to_arrays()
     flat = {k: v for k, v in arrays.items() if k != "camera"}

@@ -23,8 +23,8 @@ def test_golden_file_decodes_exactly(path):
     stem = path.name[: -len(".xz")]
     expected = dict(np.load(path.with_name(stem + ".expected.npz")))
     metadata = json.loads(path.with_name(stem + ".metadata.json").read_text())
-    major = int(path.parent.name[1:])
-    assert path.read_bytes()[8:10] == major.to_bytes(2, "little")
+    major, minor = int(path.parent.name[1:]), int(stem.rsplit("_", 1)[1])
+    assert path.read_bytes()[8:12] == major.to_bytes(2, "little") + minor.to_bytes(2, "little")
     with bodybatch.open_track(path) as reader:
         assert reader.metadata == metadata
         arrays = reader.to_arrays()

@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import _kernels, entropy, group2, group3, predict
+from bodybatch.codec import _kernels, bundled, entropy, group2, group3, predict
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
     MAX_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _decode_array, _decode_residual_streams,
@@ -73,6 +73,11 @@ class BodybatchCodec(Codec):
         written as format 2.0. 3: its fixed-point form (:mod:`bodybatch.codec.predict3`,
         ~7% smaller), format 3.0. Releases before a format reject it. Made for
         ``chunk_size=128, n_parents=4, window=8, level=12`` (:data:`V2_OPTIONS`).
+    structure : {None, "bundled", "own"}
+        Format 3.x only. None or ``"bundled"``: a point group whose topology has a
+        structure bundled with bodybatch (:mod:`bodybatch.codec.bundled`) names it
+        (format 3.1) when it fits the first row; ``"own"``: every track stores the
+        structure built from its first row (format 3.0).
     """
 
     codec_id = "bodybatch"
@@ -85,20 +90,29 @@ class BodybatchCodec(Codec):
         CodecOption("window", int, 2, "frames the temporal predictor averages", 1, 8),
         CodecOption("level", int, 8, "entropy coder effort", 0, 12),
         CodecOption("predictor", int, None, "predictor: 1 (unset), 2 (format 2.0) or 3 (format 3.0, smallest)", 1, 3),
+        CodecOption("structure", ("bundled", "own"), None,
+                    "format 3.x: a bundled structure where one fits (unset) or always the track's own"),
     )
     grid_fields = ("vertices", "vertex_uncertainties")
 
     def __init__(self, quantization_mm=0.5, chunk_size=64, n_parents=3, window=2, level=8,
-                 uncertainty_quantization_mm=None, predictor=None):  # fmt: skip
+                 uncertainty_quantization_mm=None, predictor=None, structure=None):  # fmt: skip
         self._set_options(quantization_mm=quantization_mm, chunk_size=chunk_size, n_parents=n_parents,
                           window=window, level=level, uncertainty_quantization_mm=uncertainty_quantization_mm,
-                          predictor=None if predictor == 1 else predictor)  # fmt: skip
+                          predictor=None if predictor == 1 else predictor,
+                          structure=None if structure == "bundled" else structure)  # fmt: skip
         self.block_rows = self.chunk_size
 
     @property
     def format_major(self):
         """Major version of the track format this codec's chunks need (2, 3: v2 predictors)."""
         return self.predictor or 1
+
+    def format_version(self, layout):
+        """(major, minor) of a file with this layout: 3.1 when a group names a bundled
+        structure, else (major, 0)."""
+        bundled_names = any(g.get("bundled") for g in layout.values())
+        return (self.format_major, 1 if bundled_names else 0)
 
     def factors(self):
         """Grid factors (grid steps per unit): coordinates per mm, uncertainties per m."""
@@ -130,6 +144,11 @@ class BodybatchCodec(Codec):
             n_points = first[coord].shape[1]
             key = (group, n_points, self.n_parents) + (("sorted",) if self.predictor == 3 else ())
             structure = structures.get(key) if structures is not None else None
+            name = None
+            if structure is None and self.predictor == 3 and self.structure is None:
+                points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
+                name = bundled.find_bundled(points * self.quantization_mm, self.n_parents)
+                structure = bundled.bundled_structure(name, n_points, self.n_parents) if name else None
             if structure is None:
                 points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
                 if self.predictor == 3:
@@ -138,13 +157,18 @@ class BodybatchCodec(Codec):
                     structure = build_structure(points, self.n_parents)
                 if structures is not None:
                     structures[key] = structure
-            layout[group] = {"n_points": n_points, "n_dims": 3 + (unc in first), "structure": structure}
+            layout[group] = {"n_points": n_points, "n_dims": 3 + (unc in first), "structure": structure,
+                             "bundled": name}  # fmt: skip
         return layout
 
     def layout_to_header(self, layout):
         """Layout -> msgpack-ready map (structure as compact coded integer arrays)."""
         out = {}
         for group, g in layout.items():
+            if g.get("bundled"):
+                out[group] = {"n_points": g["n_points"], "n_dims": g["n_dims"],
+                              "n_parents": g["structure"].n_parents, "structure": g["bundled"]}  # fmt: skip
+                continue
             coded = _CODED_STRUCTURES.get(g["structure"], {}).get(self.predictor)
             if coded is None:  # tracks of one video share a structure: code it once
                 if self.predictor == 3:
@@ -172,13 +196,18 @@ class BodybatchCodec(Codec):
                 n, d, m = int(g["n_points"]), int(g["n_dims"]), int(g["n_parents"])
                 if not (1 <= n <= MAX_POINTS and d in (3, 4) and 1 <= m <= 16):
                     raise FormatError(f"{where}implausible {group} layout n={n} d={d} m={m}")
-                if self.predictor == 3:
+                name = g.get("structure") if self.predictor == 3 else None
+                if name is not None:
+                    if not isinstance(name, str):
+                        raise FormatError(f"{where}{group}: structure name {name!r} is not a string")
+                    structure = bundled.bundled_structure(name, n, m, f"{where}{group}: ")
+                elif self.predictor == 3:
                     structure = group3.decode_structure(g["curve"], g["steps"], n, m, f"{where}{group} ")
                 else:
                     curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
                     steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
                     structure = structure_from_arrays(curve, steps, m)
-                layout[group] = {"n_points": n, "n_dims": d, "structure": structure}
+                layout[group] = {"n_points": n, "n_dims": d, "structure": structure, "bundled": name}
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{where}malformed point layout ({exc!r})") from None
         except ValueError as exc:

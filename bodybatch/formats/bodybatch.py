@@ -123,8 +123,8 @@ class TrackFileWriter:
         })  # fmt: skip
         if len(body) > MAX_HEADER_BYTES:
             raise OutputError(f"{self.path}: header of {len(body)} bytes is too large")
-        major = self.codec.format_major  # 1, or 2 / 3 for the v2 predictors
-        version = VERSION if major == VERSION[0] else (major, 0)
+        major, minor = self.codec.format_version(self.layout)  # 1, or 2 / 3 for the v2 predictors
+        version = VERSION if major == VERSION[0] else (major, minor)
         self._write(_PREAMBLE.pack(MAGIC, *version, len(body), zlib.crc32(body)) + body)
 
     def write(self, block, n_rows, frame_index, owned=False):
