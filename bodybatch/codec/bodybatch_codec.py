@@ -143,14 +143,16 @@ class BodybatchCodec(Codec):
                 continue
             n_points = first[coord].shape[1]
             key = (group, n_points, self.n_parents) + (("sorted",) if self.predictor == 3 else ())
+            # a structure cached for the video (own, because the bundled one did not fit
+            # its first track) is reused without trying the bundled one again
             structure = structures.get(key) if structures is not None else None
             name = None
-            if structure is None and self.predictor == 3 and self.structure is None:
+            if structure is None:
                 points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
+            if structure is None and self.predictor == 3 and self.structure is None:
                 name = bundled.find_bundled(points * self.quantization_mm, self.n_parents)
                 structure = bundled.bundled_structure(name, n_points, self.n_parents) if name else None
             if structure is None:
-                points = _grid.quantize(first[coord][0], factor, coord).astype(np.int64)
                 if self.predictor == 3:
                     structure = group3.sorted_parents(build_structure(points, self.n_parents, step_cost=group3.STEP_COST))
                 else:
