@@ -58,9 +58,11 @@ def encode_numbers(values, level=8, delta=False):
     return zlib.compress(values.astype(values.dtype.newbyteorder("<")).tobytes(), 6)
 
 
-def decode_numbers(data, dtype, count, what="stream", out=None):
+def decode_numbers(data, dtype, count, what="stream", out=None, prefix=False):
     """Decode exactly ``count`` values of ``dtype`` from :func:`encode_numbers` output
     (into ``out``, a contiguous 1-D array of ``count`` values of ``dtype``, when given).
+    ``prefix``: the stream may hold more; decode its first ``count`` values only (pcodec
+    streams; the work is proportional to ``count``).
 
     Raises
     ------
@@ -81,7 +83,7 @@ def decode_numbers(data, dtype, count, what="stream", out=None):
             progress = standalone.simple_decompress_into(bytes(data), out)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise FormatError(f"{what}: corrupt number stream ({exc})") from None
-        if progress.n_processed != count or not progress.finished:
+        if progress.n_processed != count or not (progress.finished or prefix):
             raise FormatError(
                 f"{what}: number stream holds a different count than the {count} expected"
             )

@@ -82,7 +82,8 @@ def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows):
     int16, frame 0's residuals (N, D) and the streams of rows 1.. (decoded when
     ``n_rows > 1``) as ``(buf, [(block, a, b, [offset per component group])])``: one
     flat array in stream order, each class segment ``[a, b)`` of a block's sorted
-    layout frame-major ``(T - 1, b - a, components)`` at its offset."""
+    layout frame-major ``(n_rows - 1, b - a, components)`` at its offset. The streams
+    are frame-major, so only their first ``n_rows - 1`` rows are entropy-decoded."""
     blocks, groups = _blocks(n), _components(n_dims)
     classes, stream_dtype = _classes_and_dtype(entry, n, where)
     n_weights = len(blocks) * N_CLASSES * len(groups) * (n_lags + 1)  # L lags and the running mean
@@ -106,13 +107,14 @@ def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows):
             offsets = []
             for c0, c1 in groups:
                 offsets.append(size)
-                size += (b - a) * (n_frames - 1) * (c1 - c0)
+                size += (b - a) * (n_rows - 1) * (c1 - c0)
             segments.append((bi, lo + a, lo + b, offsets))
     buf = np.empty(size, stream_dtype)
     for _, a, b, offsets in segments:
         for (c0, c1), off in zip(groups, offsets):
-            count = (b - a) * (n_frames - 1) * (c1 - c0)
-            entropy.decode_numbers(next(it), stream_dtype, count, where, out=buf[off : off + count])
+            count = (b - a) * (n_rows - 1) * (c1 - c0)
+            entropy.decode_numbers(next(it), stream_dtype, count, where, out=buf[off : off + count],
+                                   prefix=n_rows < n_frames)  # fmt: skip
     return classes, weights, first, buf, segments
 
 
@@ -128,8 +130,8 @@ def decode_group(entry, structure, n_dims, n_frames, n_lags, where, rows=None):
         layout = _sorted_layout(n, classes)  # sorted position -> stored position
         for _, a, b, offsets in segments:
             for (c0, c1), off in zip(_components(n_dims), offsets):
-                vals = buf[off : off + (b - a) * (n_frames - 1) * (c1 - c0)]
-                vals = vals.reshape(n_frames - 1, b - a, c1 - c0)[: n_rows - 1]
+                vals = buf[off : off + (b - a) * (n_rows - 1) * (c1 - c0)]
+                vals = vals.reshape(n_rows - 1, b - a, c1 - c0)
                 res[layout[a:b], 1:, c0:c1] = vals.transpose(1, 0, 2)
     x = predict3.decode_residuals(res, structure.order, structure.parents, _blocks(n), weights, classes)
     return x if rows is None else x[rows.start : rows.stop]
