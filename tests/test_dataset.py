@@ -108,6 +108,41 @@ def test_range_decodes_only_its_chunks(chunked, monkeypatch):
         assert decoded == [1, 0, 1, 2]
 
 
+@pytest.mark.parametrize("predictor", [1, 3])
+def test_threads_decode_the_same_rows(tmp_path, corpus_tracks, predictor):
+    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+
+    track = corpus_tracks["nlf_xz_0000/p0"]
+    path = tmp_path / "t.xz"
+    bodybatch.write_track(path, track, **{**(V2_OPTIONS if predictor == 3 else {}), "chunk_size": 8})
+    with bodybatch.open_track(path) as serial, bodybatch.open_track(path, threads=3) as parallel:
+        assert len(serial) > 4 * 8 and parallel.threads == 3
+        decoded = []
+        real = parallel._chunk_job
+        parallel._chunk_job = lambda i, f=None, rows=None: decoded.append((i, rows)) or real(i, f, rows)
+        _equal(parallel.to_arrays(), serial.to_arrays())
+        assert [i for i, _ in decoded] == list(range(len(serial) // 8 + (len(serial) % 8 > 0)))
+        decoded.clear()
+        _equal(parallel.read(slice(5, 30), "joints"), serial.read(slice(5, 30), "joints"))
+        assert decoded == [(0, slice(5, 8)), (1, None), (2, None), (3, slice(0, 6))]
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ConfigError, match="threads must be a positive int"):
+            bodybatch.open_track(path, threads=bad)
+
+
+def test_rows_returned_are_not_views_of_the_readers_cache(chunked):
+    path = _tracks(chunked)[0]
+    with bodybatch.open_track(path) as reader:
+        expected = reader.read(slice(0, 8))["vertices"].copy()
+        row = reader[3]
+        row["vertices"][:] = -1
+        np.testing.assert_array_equal(reader[3]["vertices"], expected[3])
+        for k, frame in zip(range(8), reader):
+            frame["vertices"][:] = -2
+        np.testing.assert_array_equal(reader[5]["vertices"], expected[5])
+        np.testing.assert_array_equal(reader.read(slice(0, 8))["vertices"], expected)
+
+
 def test_find_frames_and_read_frames(converted):
     for path in _tracks(converted):
         with bodybatch.open_track(path) as reader:

@@ -55,7 +55,7 @@ def sniff(path):
     raise FormatError(f"{path}: not a bodybatch or bodycompress file (unknown magic {start[:8]!r})")
 
 
-def open_track(path, *, decode_camera=False, fields=None, recover=False):
+def open_track(path, *, decode_camera=False, fields=None, recover=False, threads=1):
     """Open a track file of any format (see :class:`bodybatch.TrackReader`).
 
     Parameters
@@ -70,6 +70,9 @@ def open_track(path, *, decode_camera=False, fields=None, recover=False):
         When ``path`` is a partial file of a live writer (``*.partial``), or names a
         file that only exists as one, first publish its complete chunks
         (:func:`bodybatch.formats._journal.recover_track`) and open the result.
+    threads : int
+        Threads decoding the chunks of a multi-chunk read in parallel (see
+        :attr:`~bodybatch.TrackReader.threads`); 1: none.
     """
     if recover:
         from bodybatch.formats._journal import PARTIAL_SUFFIX, recover_track
@@ -77,7 +80,13 @@ def open_track(path, *, decode_camera=False, fields=None, recover=False):
         name = str(path)
         if name.endswith(PARTIAL_SUFFIX) or (not os.path.exists(name) and os.path.exists(name + PARTIAL_SUFFIX)):
             path = recover_track(path)["path"]
-    return format_module(sniff(path)).open_track(path, decode_camera=decode_camera, fields=fields)
+    reader = format_module(sniff(path)).open_track(path, decode_camera=decode_camera, fields=fields)
+    try:
+        reader.threads = threads
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 def open_file(path, *, decode_camera=False):

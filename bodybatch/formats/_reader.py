@@ -108,6 +108,23 @@ class TrackReader:
         self.metadata = None
         self._starts = np.zeros(1, np.int64)  # first row of each chunk, then the row count
         self._cache = (None, None, 0, 0, None)  # chunk, fields decoded (None: all), rows start:stop, arrays
+        self._threads = 1
+
+    @property
+    def threads(self):
+        """Threads decoding the chunks of a multi-chunk read (``to_arrays``, slices,
+        windows) in parallel (formats whose decoder allows it; the compiled bodybatch
+        decoder and pcodec release the GIL). Default 1: a reader in a ``DataLoader``
+        worker or a process pool should not start threads of its own."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            from bodybatch.errors import ConfigError
+
+            raise ConfigError(f"threads must be a positive int, not {value!r}")
+        self._threads = int(value)
 
     # -- what a format supplies ------------------------------------------------------------
     def _decode_chunk(self, i, fields=None, rows=None):
@@ -116,6 +133,12 @@ class TrackReader:
         ``rows``: None (all) or a ``slice(start, stop)`` of the chunk's rows: return
         exactly those (a format whose decoder cannot stop early decodes all and slices)."""
         raise NotImplementedError
+
+    def _chunk_job(self, i, fields=None, rows=None):
+        """:meth:`_decode_chunk` in two halves, for :attr:`threads`: read chunk ``i``
+        now (file access stays in the calling thread) and return a callable that
+        decodes it in any thread; None when the format cannot."""
+        return None
 
     def _frame_index(self):
         """(n,) int64 video frame of every row."""
@@ -231,7 +254,7 @@ class TrackReader:
         i = int(np.searchsorted(self._starts, k, side="right") - 1)
         j = k - int(self._starts[i])
         arrays, first = self._chunk(i, fields, j, j + 1)
-        return self._row(arrays, j - first)
+        return self._row(copy_block(slice_block(arrays, j - first, j - first + 1)), 0)  # never a view of the cache
 
     def _empty(self, fields):
         if len(self._starts) < 2:
@@ -254,7 +277,48 @@ class TrackReader:
 
         if first_chunk == last_chunk:
             return copy_block(next(parts()))  # never views of the cache
+        if self._threads > 1:
+            jobs = self._parallel_parts(first_chunk, last_chunk, start, stop, fields)
+            if jobs is not None:
+                return stack_blocks(jobs, stop - start)
         return stack_blocks(parts(), stop - start)  # a chunk at a time: peak memory ~ the result
+
+    def _parallel_parts(self, first_chunk, last_chunk, start, stop, fields):
+        """The blocks of :meth:`_range` decoded by :attr:`threads` threads, in order,
+        at most ``threads + 1`` chunks ahead of the consumer; None when the format
+        has no :meth:`_chunk_job`."""
+        import collections
+        from concurrent.futures import ThreadPoolExecutor
+
+        def bounds(i):
+            lo, hi = int(self._starts[i]), int(self._starts[i + 1])
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            return lo, a, b, None if a == 0 and b == hi - lo else slice(a, b)
+
+        lo, a, b, rows = bounds(first_chunk)
+        job = self._chunk_job(first_chunk, fields, rows)
+        if job is None:
+            return None
+
+        def parts(job=job):
+            pending = collections.deque()
+            with ThreadPoolExecutor(self._threads) as pool:
+                try:
+                    for i in range(first_chunk, last_chunk + 1):
+                        lo, a, b, rows = bounds(i)
+                        if job is None:
+                            job = self._chunk_job(i, fields, rows)
+                        pending.append((pool.submit(job), lo + a, lo + b))
+                        job = None
+                        while len(pending) > self._threads:
+                            yield _finish(self.frame_index, *pending.popleft())
+                    while pending:
+                        yield _finish(self.frame_index, *pending.popleft())
+                finally:
+                    for future, _, _ in pending:
+                        future.cancel()
+
+        return parts()
 
     def _rows(self, rows, fields=None):
         """Rows at the given positions (any order, repeats allowed), stacked in that
@@ -288,8 +352,10 @@ class TrackReader:
         """
         fields = self._select(fields)
         for i in range(len(self._starts) - 1):
-            arrays, _ = self._chunk(i, fields)
-            for j in range(int(self._starts[i + 1] - self._starts[i])):
+            lo, hi = int(self._starts[i]), int(self._starts[i + 1])
+            arrays = self._decode_chunk(i, fields)  # this loop's own (rows are views of it, not of the cache)
+            arrays["frame_index"] = self.frame_index[lo:hi]
+            for j in range(hi - lo):
                 yield self._row(arrays, j)
 
     def to_arrays(self, fields=None):
@@ -384,3 +450,10 @@ class TrackReader:
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, rows={len(self)})"
+
+
+def _finish(frame_index, future, first_row, stop_row):
+    """A decoded chunk block of :meth:`TrackReader._parallel_parts`, with its rows' frame_index."""
+    arrays = future.result()
+    arrays["frame_index"] = frame_index[first_row:stop_row]
+    return arrays

@@ -15,6 +15,7 @@ never holds a partial file; every read is bounded by the file size and by fixed
 limits, and checked by CRC32.
 """
 
+import functools
 import hashlib
 import os
 import struct
@@ -381,9 +382,12 @@ class BodybatchTrackReader(TrackReader):
         return out
 
     def _decode_chunk(self, i, fields=None, rows=None):
+        return self._chunk_job(i, fields, rows)()
+
+    def _chunk_job(self, i, fields=None, rows=None):
         n_rows = int(self._starts[i + 1] - self._starts[i])
-        return self._codec.decode_chunk(self._read_chunk(i), self._group_layout(fields), n_rows,
-                                        f"{self.path}: chunk {i}: ", fields=fields, rows=rows)  # fmt: skip
+        return functools.partial(self._codec.decode_chunk, self._read_chunk(i), self._group_layout(fields), n_rows,
+                                 f"{self.path}: chunk {i}: ", fields=fields, rows=rows)  # fmt: skip
 
     def _stored_fields(self):
         fields = self._index.get("fields")
