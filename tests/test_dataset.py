@@ -130,8 +130,8 @@ def test_threads_decode_the_same_rows(tmp_path, corpus_tracks, predictor):
             bodybatch.open_track(path, threads=bad)
 
 
-def test_rows_returned_are_not_views_of_the_readers_cache(chunked):
-    path = _tracks(chunked)[0]
+def test_rows_returned_are_not_views_of_the_readers_cache(converted):
+    path = _tracks(converted)[0]
     with bodybatch.open_track(path) as reader:
         expected = reader.read(slice(0, 8))["vertices"].copy()
         row = reader[3]

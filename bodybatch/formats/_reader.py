@@ -100,6 +100,9 @@ class TrackReader:
 
     #: Name of the file format (``bodybatch.formats``).
     format_name = None
+    #: Whether :meth:`_decode_chunk` returns new arrays on every call (False: views of
+    #: something the reader keeps, so iteration copies each row).
+    _fresh_chunks = True
 
     def __init__(self, path, decode_camera=False, fields=None):
         self.path = Path(path)
@@ -356,7 +359,8 @@ class TrackReader:
             arrays = self._decode_chunk(i, fields)  # this loop's own (rows are views of it, not of the cache)
             arrays["frame_index"] = self.frame_index[lo:hi]
             for j in range(hi - lo):
-                yield self._row(arrays, j)
+                yield self._row(arrays if self._fresh_chunks else copy_block(slice_block(arrays, j, j + 1)),
+                                j if self._fresh_chunks else 0)  # fmt: skip
 
     def to_arrays(self, fields=None):
         """All rows as a dict of stacked ``(n, ...)`` arrays (camera: dict of stacked

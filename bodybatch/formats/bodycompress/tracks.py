@@ -161,6 +161,8 @@ class CompatTrackReader(TrackReader):
     def _frame_index(self):
         return self._load()["frame_index"]
 
+    _fresh_chunks = False  # views of the arrays decoded once
+
     def _decode_chunk(self, i, fields=None, rows=None):
         # one compressed stream: every field is decoded (once), ``fields`` only selects
         # (rows: the whole file is one chunk, decoded whole anyway, then sliced)
