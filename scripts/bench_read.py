@@ -4,6 +4,7 @@ Dataset class) vs out of the per-video bodycompress files it was converted from,
 by side in one process (two worker processes for the windows).
 
     python scripts/bench_read.py [--data-dir DIR] [--repeats 5] [--windows 400] [--chunk-size 64] [--no-10min]
+                                 [--codec v1|v2] [--threads 2]
 
 Data (generated once into ``--data-dir`` with ../shared/bench/synth.py, zstd): 20
 videos of 100-200 frames with 1-2 people, one 1,500-frame and one 18,000-frame
@@ -76,15 +77,23 @@ def synth(out_dir, *args):
     return sorted(glob.glob(str(out_dir / "*.xz")))
 
 
-def convert(inputs_root, out_root, pattern="*.xz", chunk_size=64):
-    from bodybatch.cli import main
+#: --codec: the codec options of the conversion (v2: format 3.x, ``V2_OPTIONS``)
+CODECS = ("v1", "v2")
 
-    out_root = out_root.with_name(out_root.name + ("" if chunk_size == 64 else f"_c{chunk_size}"))
+
+def convert(inputs_root, out_root, pattern="*.xz", chunk_size=64, codec="v1"):
+    from bodybatch.cli import main
+    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+
+    options = {"chunk_size": chunk_size} if codec == "v1" else {**V2_OPTIONS, "chunk_size": chunk_size}
+    out_root = out_root.with_name(out_root.name + ("" if chunk_size == 64 else f"_c{chunk_size}")
+                                  + ("" if codec == "v1" else f"_{codec}"))  # fmt: skip
     if (out_root / "manifest.jsonl").exists():
         return out_root
     config = out_root.parent / f"{out_root.name}.yaml"
+    lines = "".join(f"  {k}: {v}\n" for k, v in options.items())
     config.write_text(f"input:\n  root: {inputs_root}\n  pattern: '{pattern}'\noutput:\n  root: {out_root}\n"
-                      f"codec:\n  chunk_size: {chunk_size}\npool:\n  n_jobs: 2\n  progress: false\n")  # fmt: skip
+                      f"codec:\n{lines}pool:\n  n_jobs: 2\n  progress: false\n")  # fmt: skip
     assert main(["run", str(config), "-q", "--no-progress"]) == 0
     return out_root
 
@@ -142,7 +151,11 @@ def main():
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "bodybatch_bench_read")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--windows", type=int, default=400)
-    ap.add_argument("--chunk-size", type=int, default=64, help="codec.chunk_size of the conversion (default 64)")
+    ap.add_argument("--chunk-size", type=int, default=None,
+                    help="codec.chunk_size of the conversion (default: 64 for v1, 128 for v2)")
+    ap.add_argument("--codec", choices=CODECS, default="v1",
+                    help="v1: the default codec options (format 1.0); v2: V2_OPTIONS (format 3.x, smallest files)")
+    ap.add_argument("--threads", type=int, default=2, help="section 4 also reads with open_track(threads=N)")
     ap.add_argument("--no-10min", action="store_true", help="leave out the 18,000-frame track (1 GB to generate)")
     args = ap.parse_args()
     from _benchdata import dense_body_model
@@ -166,13 +179,14 @@ def main():
                             "222", "222", "--people", "1", "1", "--seed", "17", "--prefix", "dense", "--model",
                             str(model), "--compression", comp], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         dense[comp] = sorted(glob.glob(str(folder / "*.xz")))
-    c = args.chunk_size
-    ds_root = convert(data / "synth20", data / "tracks20", chunk_size=c)
-    long_root = convert(data / "long", data / "tracks_long", chunk_size=c)
-    long10_root = None if args.no_10min else convert(data / "long10min", data / "tracks_long10min", chunk_size=c)
-    corpus_root = convert(SHARED / "corpus", data / "tracks_corpus", "nlf_xz_*.xz", chunk_size=c)
-    corpus_zstd_root = convert(SHARED / "corpus", data / "tracks_corpus_zstd", "nlf_zstd_*.xz", chunk_size=c)
-    dense_root = convert(data / "dense15k_zstd", data / "tracks_dense15k", chunk_size=c)
+    c = args.chunk_size or (64 if args.codec == "v1" else 128)
+    cv = args.codec
+    ds_root = convert(data / "synth20", data / "tracks20", chunk_size=c, codec=cv)
+    long_root = convert(data / "long", data / "tracks_long", chunk_size=c, codec=cv)
+    long10_root = None if args.no_10min else convert(data / "long10min", data / "tracks_long10min", chunk_size=c, codec=cv)
+    corpus_root = convert(SHARED / "corpus", data / "tracks_corpus", "nlf_xz_*.xz", chunk_size=c, codec=cv)
+    corpus_zstd_root = convert(SHARED / "corpus", data / "tracks_corpus_zstd", "nlf_zstd_*.xz", chunk_size=c, codec=cv)
+    dense_root = convert(data / "dense15k_zstd", data / "tracks_dense15k", chunk_size=c, codec=cv)
     r = args.repeats
     size = sum(p.stat().st_size for p in ds_root.rglob("track_*.xz"))
     from bodybatch.codec import _kernels
@@ -180,7 +194,7 @@ def main():
     compiled = _kernels.kernels()
     decoder = f"compiled decoder (numba {compiled.numba_version})" if compiled else "numpy decoder (numba not installed)"
     print(f"bodybatch {bodybatch.__version__}, bodycompress 0.3.0; fastest of {r}; data in {data}; "
-          f"codec.chunk_size {c} (20-video tracks: {size / 2**20:.1f} MiB); {decoder}\n")
+          f"codec {cv}, chunk_size {c} (20-video tracks: {size / 2**20:.1f} MiB); {decoder}\n")
 
     # 1. one frame from the middle of a track
     print("1. one frame from the middle, file opened each time")
@@ -242,10 +256,10 @@ def main():
     for name, root, inputs in rows:
         tracks = sorted(root.rglob("track_*.xz"))
 
-        def bb(tracks=tracks):
+        def bb(tracks=tracks, threads=1):
             n = 0
             for p in tracks:
-                with bodybatch.open_track(p) as reader:
+                with bodybatch.open_track(p, threads=threads) as reader:
                     n += len(reader.to_arrays()["frame_index"])
             return n
 
@@ -256,8 +270,10 @@ def main():
         os.environ[_kernels.KERNELS_ENV] = "numpy"
         t_np, _ = best(bb, max(1, r // 2))
         del os.environ[_kernels.KERNELS_ENV]
+        t_th, _ = best(lambda: bb(threads=args.threads), r)
         print(f"   {name:24s} bodybatch {n_bb / t_bb:7,.0f} / {n_bb / t_np:7,.0f} ({n_bb} tracked)   bodycompress "
-              f"{n_bc / t_bc:7,.0f} ({n_bc} detections)   {n_bb / t_bb / (n_bc / t_bc):4.2f}x / {n_bb / t_np / (n_bc / t_bc):4.2f}x")
+              f"{n_bc / t_bc:7,.0f} ({n_bc} detections)   {n_bb / t_bb / (n_bc / t_bc):4.2f}x / {n_bb / t_np / (n_bc / t_bc):4.2f}x"
+              f"   threads={args.threads}: {n_bb / t_th:7,.0f} ({n_bb / t_th / (n_bc / t_bc):4.2f}x; bodycompress: one thread)")
 
 
 if __name__ == "__main__":
