@@ -124,7 +124,7 @@ def test_smaller_than_format_2(tmp_path, corpus_tracks):
 
 def test_ridge_weights_are_exact_integers():
     from bodybatch.codec.predict2 import SPATIAL_ONE
-    from bodybatch.codec.predict3 import ridge_weights
+    from bodybatch.codec.spatial3 import ridge_weights
 
     rng = np.random.default_rng(3)
     x0 = np.concatenate([rng.integers(-3000, 3000, (50, 3)), np.zeros((1, 3), np.int64)])

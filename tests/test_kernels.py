@@ -346,7 +346,7 @@ def test_v3_values_kernel_declines_values_beyond_the_bound(n_frames):
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
 def test_v3_ridge_kernel_gives_the_numpy_weights(m):
-    from bodybatch.codec import predict3
+    from bodybatch.codec import spatial3
 
     rng = np.random.default_rng(m)
     n = 3000
@@ -358,7 +358,7 @@ def test_v3_ridge_kernel_gives_the_numpy_weights(m):
     parents = rng.integers(0, n, (n, m))
     parents[::7, -1] = n  # the zero point: even weights
     parents[50:60] = np.arange(m)  # shared parents
-    want = predict3.ridge_weights(pts, parents)
+    want = spatial3.ridge_weights(pts, parents)
     got = np.empty((n, m), np.int64)
     _kernels._compile(numba).ridge_v3(m, pts.astype(np.int64), parents, got)
     np.testing.assert_array_equal(got, want)

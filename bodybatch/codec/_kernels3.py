@@ -7,7 +7,7 @@
   float32 values in the original point order (frame 0, the spatial weights, the
   prediction and the dequantization in one call), in float64 lanes: exact while the
   chunk's bounds keep every sum below 2**53 (:func:`bodybatch.codec.group3.float_exact`).
-- :func:`make_ridge_v3`: :func:`bodybatch.codec.predict3.ridge_weights` per point.
+- :func:`make_ridge_v3`: :func:`bodybatch.codec.spatial3.ridge_weights` per point.
 
 Each gives the integers of the numpy reference decoder in :mod:`bodybatch.codec.predict3`
 (tests/test_kernels.py compares them).
@@ -18,10 +18,10 @@ __all__ = ["make_decode_v3", "make_decode_v3_values", "make_ridge_v3"]
 
 def make_ridge_v3(numba, M):
     """``ridge(x0, parents, out)``: ``out[p, j]`` (N, M) the spatial weights of
-    :func:`bodybatch.codec.predict3.ridge_weights` (the same integers, per point)."""
+    :func:`bodybatch.codec.spatial3.ridge_weights` (the same integers, per point)."""
     import numpy as np
 
-    from bodybatch.codec.predict3 import _RIDGE4_SCALE, _RIDGE_BITS, _RIDGE_DIV, MAX_SPATIAL, MIN_SPATIAL
+    from bodybatch.codec.spatial3 import _RIDGE4_SCALE, _RIDGE_BITS, _RIDGE_DIV, MAX_SPATIAL, MIN_SPATIAL
 
     ONE = 64
     RIDGE = M in (3, 4)

@@ -26,7 +26,7 @@ def make_offsets_v3(numba, M, D):
         """xe : (T, (N + 1) * D) int32 or int64 values in stored order, flat rows (point N:
         zero); parents (N, M) positions; rw (N, M) int64 spatial weights of the first
         three components, bw (M,) those of the others (as
-        :func:`bodybatch.codec.predict3.value_weights`); off : (T, k * D) int64, the
+        :func:`bodybatch.codec.spatial3.value_weights`); off : (T, k * D) int64, the
         offsets of positions ``[lo, lo + k)`` (``P = sum_j w_j * x[parent_j]``, the sum
         over j in order as :func:`predict3._weighted_sum`: exact integers anyway).
 

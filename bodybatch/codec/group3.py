@@ -12,7 +12,7 @@ m = 4).
 
 import numpy as np
 
-from bodybatch.codec import entropy, predict3
+from bodybatch.codec import entropy, predict3, spatial3
 from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
     frame_major_entry,
@@ -143,7 +143,7 @@ def float_exact(max_abs, n_parents, weights, n_rows):
     [-64, 128]; even weights: 64), so ``|P| <= S A``, ``|O| = |64 x - P| <= (64 + S) A``;
     the running sums stay below ``T (64 + S) A`` and the temporal sum below
     ``sum |w| ((64 + S) A + 1) + 2**11``; every one below 2**52 is exact."""
-    spatial = predict3.MAX_SPATIAL * n_parents if n_parents in (3, 4) else 64
+    spatial = spatial3.MAX_SPATIAL * n_parents if n_parents in (3, 4) else 64
     offset = (64 + spatial) * max_abs
     wsum = int(np.abs(weights.astype(np.int64)).sum(axis=-1).max(initial=0))
     return max(n_rows * offset, wsum * (offset + 1) + 2048) < 2**52 and max_abs < 2**30

@@ -281,47 +281,12 @@ class TrackReader:
         if first_chunk == last_chunk:
             return copy_block(next(parts()))  # never views of the cache
         if self._threads > 1:
-            jobs = self._parallel_parts(first_chunk, last_chunk, start, stop, fields)
+            from bodybatch.formats._parallel import parallel_blocks
+
+            jobs = parallel_blocks(self, first_chunk, last_chunk, start, stop, fields)
             if jobs is not None:
                 return stack_blocks(jobs, stop - start)
         return stack_blocks(parts(), stop - start)  # a chunk at a time: peak memory ~ the result
-
-    def _parallel_parts(self, first_chunk, last_chunk, start, stop, fields):
-        """The blocks of :meth:`_range` decoded by :attr:`threads` threads, in order,
-        at most ``threads + 1`` chunks ahead of the consumer; None when the format
-        has no :meth:`_chunk_job`."""
-        import collections
-        from concurrent.futures import ThreadPoolExecutor
-
-        def bounds(i):
-            lo, hi = int(self._starts[i]), int(self._starts[i + 1])
-            a, b = max(start, lo) - lo, min(stop, hi) - lo
-            return lo, a, b, None if a == 0 and b == hi - lo else slice(a, b)
-
-        lo, a, b, rows = bounds(first_chunk)
-        job = self._chunk_job(first_chunk, fields, rows)
-        if job is None:
-            return None
-
-        def parts(job=job):
-            pending = collections.deque()
-            with ThreadPoolExecutor(self._threads) as pool:
-                try:
-                    for i in range(first_chunk, last_chunk + 1):
-                        lo, a, b, rows = bounds(i)
-                        if job is None:
-                            job = self._chunk_job(i, fields, rows)
-                        pending.append((pool.submit(job), lo + a, lo + b))
-                        job = None
-                        while len(pending) > self._threads:
-                            yield _finish(self.frame_index, *pending.popleft())
-                    while pending:
-                        yield _finish(self.frame_index, *pending.popleft())
-                finally:
-                    for future, _, _ in pending:
-                        future.cancel()
-
-        return parts()
 
     def _rows(self, rows, fields=None):
         """Rows at the given positions (any order, repeats allowed), stacked in that
@@ -455,9 +420,3 @@ class TrackReader:
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, rows={len(self)})"
 
-
-def _finish(frame_index, future, first_row, stop_row):
-    """A decoded chunk block of :meth:`TrackReader._parallel_parts`, with its rows' frame_index."""
-    arrays = future.result()
-    arrays["frame_index"] = frame_index[first_row:stop_row]
-    return arrays

@@ -26,14 +26,14 @@ import numpy as np
 
 import _benchdata as bd
 import bodybatch
-from bodybatch.codec import entropy, get_codec, group3, predict2, predict3
+from bodybatch.codec import entropy, get_codec, group3, predict2, predict3, spatial3
 from bodybatch.codec.bodybatch_codec import V2_0_OPTIONS, V2_OPTIONS
 from bodybatch.codec.streams import activity_classes
 from bodybatch.codec.structure import structure_to_arrays
 
 SRC = os.environ.get("SRC", "/work/shared/corpus/*.xz")
 tracks = [t for f in sorted(glob.glob(SRC)) for _, t in bd.gt_tracks(f)]
-ORIG = {"ridge": predict3.ridge_weights, "mean": predict3._mean_feature, "enc": predict3.encode_residuals}
+ORIG = {"ridge": spatial3.ridge_weights, "mean": predict3._mean_feature, "enc": predict3.encode_residuals}
 
 
 def no_classes(x, structure, blocks, groups, n_lags, n_classes=1, min_classed=0):
@@ -44,11 +44,11 @@ def no_classes(x, structure, blocks, groups, n_lags, n_classes=1, min_classed=0)
 
 
 def patch(ridge=True, mean=True, classes=True, step_cost=group3.STEP_COST, bounds=(64, 128)):
-    predict3.ridge_weights = ORIG["ridge"] if ridge else predict2.spatial_weights
+    spatial3.ridge_weights = ORIG["ridge"] if ridge else predict2.spatial_weights
     predict3._mean_feature = ORIG["mean"] if mean else (lambda off: np.zeros_like(off[1:]))
     predict3.encode_residuals = ORIG["enc"] if classes else no_classes
     group3.STEP_COST = step_cost
-    predict3.MIN_SPATIAL, predict3.MAX_SPATIAL = bounds
+    spatial3.MIN_SPATIAL, spatial3.MAX_SPATIAL = bounds
 
 
 V3 = dict(V2_OPTIONS, n_parents=3, level=8)
