@@ -14,37 +14,23 @@ __all__ = ["parallel_blocks"]
 def parallel_blocks(reader, first_chunk, last_chunk, start, stop, fields):
     """The blocks of rows ``start:stop`` (chunks ``first_chunk..last_chunk``), in order,
     decoded by ``reader.threads`` threads at most ``threads + 1`` chunks ahead of the
-    consumer (memory stays ~ the result); None when the format has no chunk jobs."""
+    consumer (memory stays ~ the result). A generator."""
     threads = reader.threads
-
-    def bounds(i):
-        lo, hi = int(reader._starts[i]), int(reader._starts[i + 1])
-        a, b = max(start, lo) - lo, min(stop, hi) - lo
-        return lo, a, b, None if a == 0 and b == hi - lo else slice(a, b)
-
-    job = reader._chunk_job(first_chunk, fields, bounds(first_chunk)[3])
-    if job is None:
-        return None
-
-    def blocks(job=job):
-        pending = collections.deque()
-        with ThreadPoolExecutor(threads) as pool:
-            try:
-                for i in range(first_chunk, last_chunk + 1):
-                    lo, a, b, rows = bounds(i)
-                    if job is None:
-                        job = reader._chunk_job(i, fields, rows)
-                    pending.append((pool.submit(job), lo + a, lo + b))
-                    job = None
-                    while len(pending) > threads:
-                        yield _finish(reader.frame_index, *pending.popleft())
-                while pending:
+    pending = collections.deque()
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            for i in range(first_chunk, last_chunk + 1):
+                lo, hi = int(reader._starts[i]), int(reader._starts[i + 1])
+                a, b = max(start, lo) - lo, min(stop, hi) - lo
+                job = reader._chunk_job(i, fields, None if a == 0 and b == hi - lo else slice(a, b))
+                pending.append((pool.submit(job), lo + a, lo + b))
+                while len(pending) > threads:
                     yield _finish(reader.frame_index, *pending.popleft())
-            finally:
-                for future, _, _ in pending:
-                    future.cancel()
-
-    return blocks()
+            while pending:
+                yield _finish(reader.frame_index, *pending.popleft())
+        finally:
+            for future, _, _ in pending:
+                future.cancel()
 
 
 def _finish(frame_index, future, first_row, stop_row):

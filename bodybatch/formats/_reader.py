@@ -140,8 +140,9 @@ class TrackReader:
     def _chunk_job(self, i, fields=None, rows=None):
         """:meth:`_decode_chunk` in two halves, for :attr:`threads`: read chunk ``i``
         now (file access stays in the calling thread) and return a callable that
-        decodes it in any thread; None when the format cannot."""
-        return None
+        decodes it in any thread. A format that can overrides it; the others decode
+        one chunk at a time whatever :attr:`threads` says."""
+        raise NotImplementedError
 
     def _frame_index(self):
         """(n,) int64 video frame of every row."""
@@ -220,6 +221,10 @@ class TrackReader:
             out["camera"] = dict_to_camera(out["camera"])
         return out
 
+    def _own_row(self, arrays, j):
+        """Row ``j`` of ``arrays`` as a frame dict of its own arrays (copied)."""
+        return self._row(copy_block(slice_block(arrays, j, j + 1)), 0)
+
     def __getitem__(self, key):
         return self.read(key)
 
@@ -257,7 +262,7 @@ class TrackReader:
         i = int(np.searchsorted(self._starts, k, side="right") - 1)
         j = k - int(self._starts[i])
         arrays, first = self._chunk(i, fields, j, j + 1)
-        return self._row(copy_block(slice_block(arrays, j - first, j - first + 1)), 0)  # never a view of the cache
+        return self._own_row(arrays, j - first)  # never a view of the cache
 
     def _empty(self, fields):
         if len(self._starts) < 2:
@@ -280,12 +285,10 @@ class TrackReader:
 
         if first_chunk == last_chunk:
             return copy_block(next(parts()))  # never views of the cache
-        if self._threads > 1:
+        if self._threads > 1 and type(self)._chunk_job is not TrackReader._chunk_job:
             from bodybatch.formats._parallel import parallel_blocks
 
-            jobs = parallel_blocks(self, first_chunk, last_chunk, start, stop, fields)
-            if jobs is not None:
-                return stack_blocks(jobs, stop - start)
+            return stack_blocks(parallel_blocks(self, first_chunk, last_chunk, start, stop, fields), stop - start)
         return stack_blocks(parts(), stop - start)  # a chunk at a time: peak memory ~ the result
 
     def _rows(self, rows, fields=None):
@@ -324,8 +327,7 @@ class TrackReader:
             arrays = self._decode_chunk(i, fields)  # this loop's own (rows are views of it, not of the cache)
             arrays["frame_index"] = self.frame_index[lo:hi]
             for j in range(hi - lo):
-                yield self._row(arrays if self._fresh_chunks else copy_block(slice_block(arrays, j, j + 1)),
-                                j if self._fresh_chunks else 0)  # fmt: skip
+                yield self._row(arrays, j) if self._fresh_chunks else self._own_row(arrays, j)
 
     def to_arrays(self, fields=None):
         """All rows as a dict of stacked ``(n, ...)`` arrays (camera: dict of stacked
@@ -419,4 +421,3 @@ class TrackReader:
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, rows={len(self)})"
-
