@@ -374,11 +374,11 @@ class BodybatchCodec(Codec):
         classes, stream_dtype = _classes_and_dtype(entry, n, f"{where}: ")
         compiled = _kernels.kernels()
         if compiled is not None:
+            start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
             first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(
-                entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: "
+                entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: ", stop == 1
             )
             levels = np.array(predict.level_windows(n, self.window), np.int64).reshape(-1, 3)
-            start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
             storage = np.int16 if max_abs < 2**15 else rdtype  # values only: the kernel's arithmetic is int64
             xe = np.empty((n + 1, stop, d), storage)
             xe[n] = 0  # the virtual zero point; every other row is written before it is read

@@ -155,11 +155,13 @@ def frame_major_entry(res, classes, weights, level, max_abs, stream_dtype, **ext
     }
 
 
-def decode_residual_parts(streams, classes, shape, stream_dtype, where):
+def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_only=False):
     """The residual streams of :func:`_encode_residual_streams` decoded in place, with
     no scatter: ``first`` (N, D) frame 0 in stored order, ``rest`` per component group
     ((N, T-1, 3) and (N, T-1, D-3)) with rows in sorted layout, and ``sorted_pos`` (N,)
-    (stored position -> row of ``rest``). For :mod:`bodybatch.codec._kernels`."""
+    (stored position -> row of ``rest``). For :mod:`bodybatch.codec._kernels`.
+    ``first_only``: frame 0 is all the caller predicts; the streams of frames 1.. (point-
+    major: a prefix would not help) are left undecoded and ``rest`` has no frames."""
     n, n_frames, d = shape
     comps = _components(d)
     rest_blocks = _rest_blocks(n, classes) if n_frames > 1 else []
@@ -172,8 +174,9 @@ def decode_residual_parts(streams, classes, shape, stream_dtype, where):
         for c0, c1 in comps:
             vals = entropy.decode_numbers(next(it), stream_dtype, (hi - lo) * (c1 - c0), where)
             first[lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
-    rest = [np.empty((n, max(n_frames - 1, 0), 3), stream_dtype), np.empty((n, max(n_frames - 1, 0), d - 3), stream_dtype)]
-    for lo, hi, _, bounds in rest_blocks:
+    n_rest = 0 if first_only else max(n_frames - 1, 0)
+    rest = [np.empty((n, n_rest, 3), stream_dtype), np.empty((n, n_rest, d - 3), stream_dtype)]
+    for lo, hi, _, bounds in rest_blocks if n_rest else []:
         for a, b in zip(bounds[:-1], bounds[1:]):
             for g, (c0, c1) in enumerate(comps):
                 part = rest[g][lo + a : lo + b].reshape(-1)
