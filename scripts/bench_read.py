@@ -19,8 +19,9 @@ section 4 also times the numpy decoder (``BODYBATCH_KERNELS=numpy``) in the same
 Prints, fastest of ``--repeats``:
 
 1. one frame from the middle of a track, file opened each time: bodybatch (part of
-   one chunk) vs bodycompress zstd (decodes from the start), for the 10-minute track,
-   the 1,500-frame track and a ~100-frame one;
+   one chunk; also with ``threads=N``, which splits that chunk's decode) vs
+   bodycompress zstd (decodes from the start), for the 10-minute track, the
+   1,500-frame track and a ~100-frame one;
 2. joints-only decode of the long track vs its full decode (bodybatch; target >= 20x);
 3. random windows of 16 frames over the 20-video dataset through ``bodybatch.Dataset``
    in 2 worker processes (windows/s; all fields and joints only) vs extracting the
@@ -106,10 +107,10 @@ def bc_frame(path, k):
             return frame
 
 
-def bb_frame(path, k):
+def bb_frame(path, k, threads=1):
     import bodybatch
 
-    with bodybatch.open_track(path) as reader:
+    with bodybatch.open_track(path, threads=threads) as reader:
         return reader[k]
 
 
@@ -155,7 +156,7 @@ def main():
                     help="codec.chunk_size of the conversion (default: 64 for v1, 128 for v2)")
     ap.add_argument("--codec", choices=CODECS, default="v1",
                     help="v1: the default codec options (format 1.0); v2: V2_OPTIONS (format 3.x, smallest files)")
-    ap.add_argument("--threads", type=int, default=2, help="section 4 also reads with open_track(threads=N)")
+    ap.add_argument("--threads", type=int, default=2, help="sections 1 and 4 also read with open_track(threads=N)")
     ap.add_argument("--no-10min", action="store_true", help="leave out the 18,000-frame track (1 GB to generate)")
     args = ap.parse_args()
     from _benchdata import dense_body_model
@@ -212,9 +213,11 @@ def main():
             k = len(reader) // 2
             frame = int(reader.frame_index[k])
         t_bb, _ = best(lambda track=track, k=k: bb_frame(track, k), r)
+        t_bt, _ = best(lambda track=track, k=k: bb_frame(track, k, args.threads), r)
         t_bc, _ = best(lambda video=video, frame=frame: bc_frame(video, frame), r if frame < 2000 else 1)
         print(f"   {name:18s} (row {k}, video frame {frame}): bodybatch {t_bb * 1e3:7.1f} ms   "
-              f"bodycompress zstd {t_bc * 1e3:8.1f} ms   {t_bc / t_bb:6.1f}x")
+              f"bodycompress zstd {t_bc * 1e3:8.1f} ms   {t_bc / t_bb:6.1f}x   "
+              f"threads={args.threads}: {t_bt * 1e3:5.1f} ms ({t_bc / t_bt:.1f}x; bodycompress: one thread)")
 
     # 2. joints only vs full decode
     with bodybatch.open_track(long_track) as reader:

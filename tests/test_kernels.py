@@ -138,6 +138,37 @@ def test_first_row_of_a_chunk_decodes_no_later_frames(corpus_tracks, monkeypatch
             np.testing.assert_array_equal(value, full[key][stop - 1 : stop])
         assert expected <= sum(decoded) - classes <= expected + 1_000  # (+ boxes, camera)
 
+
+def test_a_chunk_decoded_on_threads_gives_the_same_values(tmp_path, corpus_tracks, monkeypatch):
+    """threads > 1 on a one-chunk read splits the chunk's decode (streams, levels of
+    >= 1024 points, the gather): the same values for every row range, and the work
+    really ran on two threads."""
+    import threading
+
+    from bodybatch.codec import _threads
+
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    track = corpus_tracks["nlf_xz_0000/p0"]
+    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=32)
+    ran_on = set()
+    real_run = _threads.Workers.run
+
+    def run(self, parts):
+        ran_on.add(len(parts))
+        return real_run(self, [lambda part=part: ran_on.add(threading.current_thread().name) or part() for part in parts])
+
+    monkeypatch.setattr(_threads.Workers, "run", run)
+    with bodybatch.open_track(tmp_path / "t.xz") as serial:
+        whole = serial.to_arrays()
+        n = len(serial)
+    assert n > 32
+    for key in [0, 1, 2, 3, 5, 20, 31, 32, n - 1, slice(0, 32), slice(10, 30), slice(32, n), slice(0, n)]:
+        with bodybatch.open_track(tmp_path / "t.xz", threads=2) as reader:
+            got = reader[key]
+        for field in ("vertices", "vertex_uncertainties", "joints", "boxes"):
+            np.testing.assert_array_equal(got[field], whole[field][key])
+    assert 2 in ran_on and any(name.startswith("bodybatch-decode") for name in ran_on if isinstance(name, str))
+
 # -- codec v2 -----------------------------------------------------------------------------
 
 
@@ -407,3 +438,23 @@ def test_kernels_close_over_constants_only():
     for fn in kernels:
         cells = [c.cell_contents for c in fn.py_func.__closure__ or ()]
         assert not any(isinstance(c, Dispatcher) for c in cells), fn
+
+
+def _read_on_threads(path):
+    with bodybatch.open_track(path, threads=2) as reader:
+        return reader[20]["vertices"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_worker_gets_decode_threads_of_its_own(tmp_path, corpus_tracks, monkeypatch):
+    """The decode threads' pool is per process: a worker forked after the parent
+    used it (a DataLoader worker, a multiprocessing pool) starts its own instead of
+    queueing work for threads it does not have."""
+    import multiprocessing
+
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    bodybatch.write_track(tmp_path / "t.xz", corpus_tracks["nlf_xz_0000/p0"], chunk_size=32)
+    expected = _read_on_threads(tmp_path / "t.xz")  # the parent's pool now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_read_on_threads, (tmp_path / "t.xz",)).get(timeout=60)
+    np.testing.assert_array_equal(got, expected)

@@ -1,7 +1,8 @@
 """The ``bodybatch`` track codec: quantize, predict in space-time, entropy code.
 
-Pure functions of arrays and bytes: no threads, no file I/O. The container
-(:mod:`bodybatch.formats.bodybatch`) frames what this module produces.
+Pure functions of arrays and bytes: no file I/O, and no threads unless a decode asks
+for them (``decode_chunk(..., threads=n)``, :mod:`bodybatch.codec._threads`). The
+container (:mod:`bodybatch.formats.bodybatch`) frames what this module produces.
 
 A track is split into *point groups*: ``vertices`` (+ ``vertex_uncertainties``) and
 ``joints`` (+ ``joint_uncertainties``). Each group is quantized onto the grid,
@@ -18,6 +19,8 @@ import numpy as np
 
 from bodybatch import _grid
 from bodybatch.codec import _kernels, bundled, entropy, group2, group3, predict
+from bodybatch.codec._kernels1 import TILE
+from bodybatch.codec._threads import SPLIT_MIN_ROWS, Workers, split_levels
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
     MAX_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _decode_array, _decode_residual_streams,
@@ -282,7 +285,7 @@ class BodybatchCodec(Codec):
             out["camera"] = {k: _encode_array(v, self.level) for k, v in chunk["camera"].items()}
         return out, max_error
 
-    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None, rows=None):
+    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None, rows=None, threads=1):
         """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows: a dict of
         ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
 
@@ -293,7 +296,14 @@ class BodybatchCodec(Codec):
         ``fields`` (collection of names, None: all): decode only these; a point group
         whose coordinates and uncertainties are both left out is skipped, its streams
         untouched (``{"joints"}`` never decodes the vertex streams).
+
+        ``threads``: threads of this decode (the caller's included) for the format 1.0
+        compiled path (:mod:`bodybatch.codec._threads`); the values are the same.
         """
+        workers = Workers(threads if self.format_major == 1 else 1)
+        return self._decode_chunk(encoded, layout, n_frames, where, fields, rows, workers)
+
+    def _decode_chunk(self, encoded, layout, n_frames, where, fields, rows, workers):
         factor, unc_factor = self.factors()
         out = {}
         try:
@@ -323,7 +333,7 @@ class BodybatchCodec(Codec):
                 elif self.predictor == 3:
                     x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
                 else:
-                    x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows)
+                    x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows, workers)
                 inverse = None
                 if isinstance(x, tuple):  # the v1 kernel: rows in stored point order, their bound
                     x, inverse, top = x
@@ -332,7 +342,10 @@ class BodybatchCodec(Codec):
                     xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
                     scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                     if inverse is not None:
-                        compiled.gather_dequantize(d, x, inverse, *scales, xyz, unc_values)
+                        parts = np.array_split(np.arange(x.shape[0]), min(workers.n, x.shape[0]))  # rows
+                        workers.run([lambda r=r: compiled.gather_dequantize(d, x[r[0] : r[-1] + 1], inverse, *scales,
+                                                                            xyz[r[0] : r[-1] + 1], unc_values[r[0] : r[-1] + 1])
+                                     for r in parts if len(r)])  # fmt: skip
                     else:
                         top = compiled.dequantize(d, x, *scales, xyz, unc_values)
                     out[coord] = xyz
@@ -362,12 +375,13 @@ class BodybatchCodec(Codec):
             out = {k: v for k, v in out.items() if k in fields}
         return out
 
-    def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None):
+    def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None, workers=None):
         """Format 1: one point group's (T, N, D) integers from its chunk entry; ``rows``:
         a slice of the rows to return (the compiled decoder stops at its end). The
         compiled decoder returns ``(x, inverse, top)``: rows in stored point order, the
         stored position of each point (the caller gathers as it dequantizes) and max
-        |x| over the decoded values (the caller's bound check)."""
+        |x| over the decoded values (the caller's bound check). ``workers``
+        (:class:`bodybatch.codec._threads.Workers`): the compiled path's threads."""
         n, d = g["n_points"], g["n_dims"]
         structure = g["structure"]
         rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
@@ -376,15 +390,22 @@ class BodybatchCodec(Codec):
         if compiled is not None:
             start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
             first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(
-                entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: ", stop == 1
+                entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: ", stop == 1,
+                workers,
             )
             levels = np.array(predict.level_windows(n, self.window), np.int64).reshape(-1, 3)
             storage = np.int16 if max_abs < 2**15 else rdtype  # values only: the kernel's arithmetic is int64
             xe = np.empty((n + 1, stop, d), storage)
             xe[n] = 0  # the virtual zero point; every other row is written before it is read
             xs = np.empty((stop - start, n, d), storage)
-            top = compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos,
-                                     structure.parents, levels, start, stop, xe, xs)  # fmt: skip
+            workers, top = workers if workers is not None and stop >= SPLIT_MIN_ROWS else Workers(1), 0
+            for step in split_levels(levels, workers.n, TILE):  # barriers between steps
+                tops = workers.run([
+                    lambda part=part: compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos,
+                                                         structure.parents, part, start, stop, xe, xs)
+                    for part in step
+                ])  # fmt: skip
+                top = max([top] + tops)
             return xs, structure.inverse, top
         res = _decode_residual_streams(
             entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "

@@ -155,13 +155,15 @@ def frame_major_entry(res, classes, weights, level, max_abs, stream_dtype, **ext
     }
 
 
-def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_only=False):
+def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_only=False, workers=None):
     """The residual streams of :func:`_encode_residual_streams` decoded in place, with
     no scatter: ``first`` (N, D) frame 0 in stored order, ``rest`` per component group
     ((N, T-1, 3) and (N, T-1, D-3)) with rows in sorted layout, and ``sorted_pos`` (N,)
     (stored position -> row of ``rest``). For :mod:`bodybatch.codec._kernels`.
     ``first_only``: frame 0 is all the caller predicts; the streams of frames 1.. (point-
-    major: a prefix would not help) are left undecoded and ``rest`` has no frames."""
+    major: a prefix would not help) are left undecoded and ``rest`` has no frames.
+    ``workers`` (:class:`bodybatch.codec._threads.Workers`): decode those streams on
+    its threads, in bins of about equal size."""
     n, n_frames, d = shape
     comps = _components(d)
     rest_blocks = _rest_blocks(n, classes) if n_frames > 1 else []
@@ -176,11 +178,22 @@ def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_on
             first[lo:hi, c0:c1] = vals.reshape(hi - lo, c1 - c0)
     n_rest = 0 if first_only else max(n_frames - 1, 0)
     rest = [np.empty((n, n_rest, 3), stream_dtype), np.empty((n, n_rest, d - 3), stream_dtype)]
+    jobs = []  # (stream, the part of rest it fills)
     for lo, hi, _, bounds in rest_blocks if n_rest else []:
         for a, b in zip(bounds[:-1], bounds[1:]):
-            for g, (c0, c1) in enumerate(comps):
-                part = rest[g][lo + a : lo + b].reshape(-1)
-                entropy.decode_numbers(next(it), stream_dtype, part.size, where, out=part)
+            jobs.extend((next(it), rest[g][lo + a : lo + b].reshape(-1)) for g in range(len(comps)))
+
+    def decode(picked):
+        for data, part in picked:
+            entropy.decode_numbers(data, stream_dtype, part.size, where, out=part)
+
+    if workers is None or workers.n == 1:
+        decode(jobs)
+    else:
+        from bodybatch.codec._threads import balanced_bins
+
+        bins = balanced_bins([len(data) for data, _ in jobs], workers.n)
+        workers.run([lambda b=b: decode([jobs[i] for i in b]) for b in bins])
     layout = _sorted_layout(n, classes) if rest_blocks else np.arange(n)
     sorted_pos = np.empty(n, np.intp)
     sorted_pos[layout] = np.arange(n)

@@ -382,12 +382,12 @@ class BodybatchTrackReader(TrackReader):
         return out
 
     def _decode_chunk(self, i, fields=None, rows=None):
-        return self._chunk_job(i, fields, rows)()
+        return self._chunk_job(i, fields, rows, self.threads)()  # one chunk: its decode takes the threads
 
-    def _chunk_job(self, i, fields=None, rows=None):
+    def _chunk_job(self, i, fields=None, rows=None, threads=1):
         n_rows = int(self._starts[i + 1] - self._starts[i])
         return functools.partial(self._codec.decode_chunk, self._read_chunk(i), self._group_layout(fields), n_rows,
-                                 f"{self.path}: chunk {i}: ", fields=fields, rows=rows)  # fmt: skip
+                                 f"{self.path}: chunk {i}: ", fields=fields, rows=rows, threads=threads)  # fmt: skip
 
     def _stored_fields(self):
         fields = self._index.get("fields")

@@ -1,0 +1,105 @@
+"""Threads inside one chunk's decode (``decode_chunk(..., threads=n)``).
+
+A read that touches one chunk (a row, a window, a short track) cannot spread over
+chunks (:mod:`bodybatch.formats._parallel`), but two parts of its decode split
+without changing a value:
+
+- the residual streams: independent pcodec streams (pcodec releases the GIL),
+  shared out in bins of about equal size (:func:`balanced_bins`);
+- the compiled predictor: the points of one level depend only on coarser levels, so a
+  large level splits into ranges of points, one per thread, with a barrier between
+  levels (:func:`split_levels`).
+
+:class:`Workers` runs a list of parts with the calling thread doing the first.
+"""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["Workers", "balanced_bins", "split_levels", "SPLIT_MIN_ROWS"]
+
+#: Levels with fewer points run whole, in one call (a barrier costs more than they do).
+SPLIT_MIN_POINTS = 1024
+#: Predictions of fewer rows run in one thread (a few barriers cost ~0.5 ms).
+SPLIT_MIN_ROWS = 4
+
+
+#: The process's pool of decode threads, grown on demand (``[pool, size]``); dropped in
+#: a forked child, whose copy has no threads.
+_POOL = [None, 0]
+_POOL_LOCK = threading.Lock()
+
+
+def _shared_pool(size):
+    """A pool of at least ``size`` threads, shared by every decode of the process
+    (starting threads for each read would cost more than a short read)."""
+    with _POOL_LOCK:
+        if _POOL[1] < size:
+            old = _POOL[0]
+            _POOL[:] = [ThreadPoolExecutor(size, thread_name_prefix="bodybatch-decode"), size]
+            if old is not None:
+                old.shutdown(wait=False)  # its running parts finish; idle threads exit
+        return _POOL[0]
+
+
+def _forget_pool():
+    _POOL[:] = [None, 0]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+class Workers:
+    """``n`` threads for one decode: the caller's and ``n - 1`` threads of the shared
+    pool (none when ``n == 1``). :meth:`run` returns the parts' results."""
+
+    def __init__(self, n):
+        self.n = max(1, int(n))
+        self._pool = _shared_pool(self.n - 1) if self.n > 1 else None
+
+    def run(self, parts):
+        """Call every function of ``parts``: the first in this thread, the others in
+        the pool; wait for all (also when one raises) and return their results."""
+        futures = [self._pool.submit(part) for part in parts[1:]] if len(parts) > 1 else []
+        try:
+            results = [parts[0]()] if parts else []
+        finally:
+            for future in futures:
+                future.exception()  # wait: the parts write into arrays the caller owns
+        return results + [future.result() for future in futures]
+
+
+
+def balanced_bins(sizes, n):
+    """Indices of ``sizes`` in ``n`` bins of about equal total (largest first, each
+    into the lightest bin)."""
+    bins, totals = [[] for _ in range(n)], [0] * n
+    for i in np.argsort(np.asarray(sizes), kind="stable")[::-1]:
+        b = totals.index(min(totals))
+        bins[b].append(int(i))
+        totals[b] += int(sizes[i])
+    return bins
+
+
+def split_levels(levels, n, tile):
+    """Steps of a level decode on ``n`` threads: ``[[levels rows per thread], ...]``,
+    steps in order (each a barrier). The leading small levels form one step for one
+    thread; each larger level a step of ``n`` point ranges cut at multiples of
+    ``tile`` from its start (``n == 1``: one step, all levels). ``levels``: (L, 3)
+    int64 rows of (lo, hi, window)."""
+    if n == 1:
+        return [[levels]]
+    sizes = levels[:, 1] - levels[:, 0]
+    small = 0
+    while small < len(levels) and sizes[small] < SPLIT_MIN_POINTS:
+        small += 1
+    steps = [[levels[:small]]] if small else []
+    for lo, hi, window in levels[small:]:
+        per = -(-int(hi - lo) // (n * tile)) * tile
+        cuts = [min(int(hi), int(lo) + k * per) for k in range(n + 1)]
+        steps.append([np.array([[a, b, window]], np.int64) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
+    return steps
