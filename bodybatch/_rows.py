@@ -14,10 +14,10 @@ import numpy as np
 
 from bodybatch.cameras import camera_to_dict
 from bodybatch._grid import GridValues
-from bodybatch.errors import TrackError
+from bodybatch.errors import FormatError, TrackError
 
 __all__ = [
-    "TRACK_FIELDS", "DETECTION_FIELDS", "Schema", "RowBlock", "row_signature", "normalize_block",
+    "TRACK_FIELDS", "DETECTION_FIELDS", "READ_FIELDS", "check_fields", "flat_arrays", "Schema", "RowBlock", "row_signature", "normalize_block",
     "slice_block", "concat_blocks", "copy_block", "stack_blocks",
 ]  # fmt: skip
 
@@ -248,3 +248,56 @@ class RowBlock:
         if self.cameras is not None:
             block["camera"] = self.cameras
         return block
+
+
+def flat_arrays(arrays, metadata, path):
+    """Arrays ready for ``numpy.savez``: each dict of arrays (``camera``, ``frame``)
+    becomes ``<name>_<key>`` entries (``camera_intr``), and ``metadata`` a JSON string
+    (a 0-d unicode array, loaded without pickle: ``json.loads(str(npz["metadata"]))``).
+
+    Raises
+    ------
+    FormatError
+        Naming ``path``: a stored field clashes with a name this layout adds.
+    """
+    import json
+
+    from bodybatch._json import to_jsonable
+
+    out = {k: np.asarray(v) for k, v in arrays.items() if not isinstance(v, dict)}
+    added = {f"{name}_{k}": np.asarray(v) for name, group in arrays.items() if isinstance(group, dict)
+             for k, v in group.items()}  # fmt: skip
+    added["metadata"] = np.array(json.dumps(to_jsonable(metadata), sort_keys=True))
+    clash = sorted(set(out) & set(added))
+    if clash:
+        raise FormatError(f"{path}: field(s) {clash} clash with the names the export adds")
+    out.update(added)
+    return out
+
+
+#: Fields a reader's ``fields=`` selects from: a track row's fields but ``frame_index``
+#: (always returned).
+READ_FIELDS = TRACK_FIELDS[:-1]
+
+
+def check_fields(fields):
+    """``fields`` (None, a name, or names) -> None or a frozenset of names.
+
+    ``frame_index`` is accepted and dropped (it is always returned).
+
+    Raises
+    ------
+    ConfigError
+        An unknown field name (the message lists :data:`READ_FIELDS`).
+    """
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        fields = (fields,)
+    out = frozenset(fields) - {"frame_index"}
+    unknown = sorted(out - set(READ_FIELDS))
+    if unknown:
+        from bodybatch.errors import ConfigError
+
+        raise ConfigError(f"unknown field(s) {unknown}; known: {', '.join(TRACK_FIELDS)}")
+    return out

@@ -131,7 +131,7 @@ def cmd_export(args):
     from bodybatch.errors import ConfigError
     from bodybatch.export import export_dataset, export_track
     from bodybatch.formats import open_file
-    from bodybatch.formats._reader import flat_arrays
+    from bodybatch._rows import flat_arrays
 
     source, out = Path(args.source), Path(args.out)
     if source.is_dir() or source.suffix == ".jsonl":  # a converted dataset
@@ -268,7 +268,7 @@ def build_parser():
     s.set_defaults(func=cmd_recover)
 
     from bodybatch.export import FORMATS as EXPORT_FORMATS
-    from bodybatch.formats._reader import FIELDS as TRACK_FIELDS
+    from bodybatch._rows import READ_FIELDS
 
     s = sub.add_parser("export", parents=[common], help="write decoded arrays: of a prediction or track file to .npz, "
                                       "or of a converted dataset (output root or manifest) to a folder")  # fmt: skip
@@ -276,8 +276,8 @@ def build_parser():
     s.add_argument("out", metavar="OUT", help="output .npz (one file) or folder (dataset, or --format frames)")
     s.add_argument("--format", choices=EXPORT_FORMATS, default="npz",
                    help="npz: one .npz per track; frames: <video>/<track>/<field>/<frame:06d>.npy + track.json")
-    s.add_argument("--fields", nargs="+", choices=TRACK_FIELDS, metavar="FIELD",
-                   help=f"track fields to decode and write ({', '.join(TRACK_FIELDS)}; default: all)")
+    s.add_argument("--fields", nargs="+", choices=READ_FIELDS, metavar="FIELD",
+                   help=f"track fields to decode and write ({', '.join(READ_FIELDS)}; default: all)")
     s.add_argument("--only", action="append", default=[], metavar="GLOB",
                    help="dataset: only tracks of videos whose path (relative to input.root) matches GLOB; repeatable")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

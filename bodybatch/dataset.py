@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bodybatch.errors import DatasetError, FormatError
-from bodybatch.formats._reader import check_fields
+from bodybatch._rows import check_fields
 
 __all__ = ["Dataset", "resolve_manifest"]
 

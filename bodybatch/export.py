@@ -27,7 +27,7 @@ import numpy as np
 from bodybatch._files import write_atomically
 from bodybatch._json import to_jsonable
 from bodybatch.errors import OutputError
-from bodybatch.formats._reader import check_fields, flat_arrays
+from bodybatch._rows import check_fields, flat_arrays
 
 __all__ = ["FORMATS", "export_dataset", "export_track"]
 

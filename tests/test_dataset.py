@@ -85,12 +85,11 @@ def test_joints_only_does_not_decode_vertices(chunked, monkeypatch):
     path = _tracks(chunked)[0]
     with bodybatch.open_track(path) as reader:
         assert reader.format_name == "bodybatch"
-        from bodybatch.codec import bodybatch_codec
+        from bodybatch.codec import group1
 
         seen = []
-        real = bodybatch_codec.BodybatchCodec._decode_group_v1
-        monkeypatch.setattr(bodybatch_codec.BodybatchCodec, "_decode_group_v1",
-                            lambda self, e, g, *a: seen.append(g["n_points"]) or real(self, e, g, *a))  # fmt: skip
+        real = group1.decode_group
+        monkeypatch.setattr(group1, "decode_group", lambda e, s, *a: seen.append(s.n_points) or real(e, s, *a))
         reader.to_arrays(fields="joints")
         assert seen and all(n == 25 for n in seen)  # 25 joints, never 13,718 vertices
 

@@ -18,9 +18,8 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import _kernels, bundled, entropy, group2, group3, predict
-from bodybatch.codec._kernels1 import TILE
-from bodybatch.codec._threads import SPLIT_MIN_ROWS, Workers, split_levels
+from bodybatch.codec import _kernels, bundled, entropy, group1, group2, group3
+from bodybatch.codec._threads import Workers
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
     MAX_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _decode_array, _decode_residual_streams,
@@ -267,17 +266,7 @@ class BodybatchCodec(Codec):
             if self.predictor == 3:
                 out["points"][group] = group3.encode_group(x, g["structure"], self.window, self.level, max_abs)
                 continue
-            res = predict.encode_residuals(x, g["structure"], self.window, max_abs)
-            res_abs = max(int(res.max(initial=0)), -int(res.min(initial=0)))
-            classes = activity_classes(res, res_abs=res_abs)
-            stream_dtype = np.int16 if res_abs < 2**15 else res.dtype
-            streams = _encode_residual_streams(res, classes, self.level, stream_dtype)
-            out["points"][group] = {
-                "max_abs": max_abs,
-                "classes": entropy.encode_numbers(classes.astype(np.uint16)),
-                "dtype": np.dtype(stream_dtype).name,
-                "streams": streams,
-            }
+            out["points"][group] = group1.encode_group(x, g["structure"], self.window, self.level, max_abs)
         for name in ("boxes",):
             if name in chunk:
                 out["arrays"][name] = _encode_array(chunk[name], self.level)
@@ -333,7 +322,8 @@ class BodybatchCodec(Codec):
                 elif self.predictor == 3:
                     x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
                 else:
-                    x = self._decode_group_v1(entry, g, n_frames, max_abs, f"{where}{group}", rows, workers)
+                    x = group1.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
+                                            f"{where}{group}: ", rows, workers)  # fmt: skip
                 inverse = None
                 if isinstance(x, tuple):  # the v1 kernel: rows in stored point order, their bound
                     x, inverse, top = x
@@ -374,41 +364,3 @@ class BodybatchCodec(Codec):
         if fields is not None:  # a group's other field came along with the one asked for
             out = {k: v for k, v in out.items() if k in fields}
         return out
-
-    def _decode_group_v1(self, entry, g, n_frames, max_abs, where, rows=None, workers=None):
-        """Format 1: one point group's (T, N, D) integers from its chunk entry; ``rows``:
-        a slice of the rows to return (the compiled decoder stops at its end). The
-        compiled decoder returns ``(x, inverse, top)``: rows in stored point order, the
-        stored position of each point (the caller gathers as it dequantizes) and max
-        |x| over the decoded values (the caller's bound check). ``workers``
-        (:class:`bodybatch.codec._threads.Workers`): the compiled path's threads."""
-        n, d = g["n_points"], g["n_dims"]
-        structure = g["structure"]
-        rdtype = predict.work_dtype(max_abs, structure.n_parents, self.window)
-        classes, stream_dtype = _classes_and_dtype(entry, n, f"{where}: ")
-        compiled = _kernels.kernels()
-        if compiled is not None:
-            start, stop = (0, n_frames) if rows is None else (rows.start, rows.stop)
-            first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(
-                entry["streams"], classes.astype(np.uint8), (n, n_frames, d), stream_dtype, f"{where}: ", stop == 1,
-                workers,
-            )
-            levels = np.array(predict.level_windows(n, self.window), np.int64).reshape(-1, 3)
-            storage = np.int16 if max_abs < 2**15 else rdtype  # values only: the kernel's arithmetic is int64
-            xe = np.empty((n + 1, stop, d), storage)
-            xe[n] = 0  # the virtual zero point; every other row is written before it is read
-            xs = np.empty((stop - start, n, d), storage)
-            workers, top = workers if workers is not None and stop >= SPLIT_MIN_ROWS else Workers(1), 0
-            for step in split_levels(levels, workers.n, TILE):  # barriers between steps
-                tops = workers.run([
-                    lambda part=part: compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos,
-                                                         structure.parents, part, start, stop, xe, xs)
-                    for part in step
-                ])  # fmt: skip
-                top = max([top] + tops)
-            return xs, structure.inverse, top
-        res = _decode_residual_streams(
-            entry["streams"], classes.astype(np.uint8), (n, n_frames, d), rdtype, stream_dtype, f"{where}: "
-        )
-        x = predict.decode_residuals(res, structure, self.window, max_abs)
-        return x if rows is None else x[rows.start : rows.stop]

@@ -194,16 +194,18 @@ def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_on
 
         bins = balanced_bins([len(data) for data, _ in jobs], workers.n)
         workers.run([lambda b=b: decode([jobs[i] for i in b]) for b in bins])
-    layout = _sorted_layout(n, classes) if rest_blocks else np.arange(n)
+    layout = _sorted_layout(n, classes, rest_blocks) if rest_blocks else np.arange(n)
     sorted_pos = np.empty(n, np.intp)
     sorted_pos[layout] = np.arange(n)
     return first, rest[0], rest[1], sorted_pos
 
 
-def _sorted_layout(n, classes):
+def _sorted_layout(n, classes, rest_blocks=None):
     """(N,) stored positions in *sorted layout* (v2): each classed block's points
-    sorted by class (stable), so that every class stream of rows 1.. is one slice."""
-    parts = [np.arange(lo, hi) if perm is None else lo + perm for lo, hi, perm, _ in _rest_blocks(n, classes)]
+    sorted by class (stable), so that every class stream of rows 1.. is one slice
+    (``rest_blocks``: :func:`_rest_blocks` of the same classes, when at hand)."""
+    rest_blocks = _rest_blocks(n, classes) if rest_blocks is None else rest_blocks
+    parts = [np.arange(lo, hi) if perm is None else lo + perm for lo, hi, perm, _ in rest_blocks]
     return np.concatenate(parts).astype(np.intp) if parts else np.zeros(0, np.intp)
 
 

@@ -4,72 +4,19 @@ A format's reader derives from :class:`TrackReader` and supplies how to decode o
 chunk of rows (:meth:`TrackReader._decode_chunk`) and where the chunks start; the
 base class gives ``len``, indexing, slicing, iteration, ``frame_index``,
 ``to_arrays`` (all with ``fields=``), ``find_frames``, ``read_frames``, :meth:`TrackReader.export_arrays` and a JSON-ready
-:meth:`TrackReader.summary`. :func:`flat_arrays` lays out arrays for ``numpy.savez``
-(shared with the prediction reader).
+:meth:`TrackReader.summary`.
 """
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from bodybatch._files import human_bytes
-from bodybatch._rows import concat_blocks, copy_block, slice_block, stack_blocks
+from bodybatch._rows import check_fields, concat_blocks, copy_block, flat_arrays, slice_block, stack_blocks
 from bodybatch.errors import FormatError
 
-__all__ = ["FIELDS", "TrackReader", "check_fields", "flat_arrays"]
-
-
-def flat_arrays(arrays, metadata, path):
-    """Arrays ready for ``numpy.savez``: each dict of arrays (``camera``, ``frame``)
-    becomes ``<name>_<key>`` entries (``camera_intr``), and ``metadata`` a JSON string
-    (a 0-d unicode array, loaded without pickle: ``json.loads(str(npz["metadata"]))``).
-
-    Raises
-    ------
-    FormatError
-        Naming ``path``: a stored field clashes with a name this layout adds.
-    """
-    from bodybatch._json import to_jsonable
-
-    out = {k: np.asarray(v) for k, v in arrays.items() if not isinstance(v, dict)}
-    added = {f"{name}_{k}": np.asarray(v) for name, group in arrays.items() if isinstance(group, dict)
-             for k, v in group.items()}  # fmt: skip
-    added["metadata"] = np.array(json.dumps(to_jsonable(metadata), sort_keys=True))
-    clash = sorted(set(out) & set(added))
-    if clash:
-        raise FormatError(f"{path}: field(s) {clash} clash with the names the export adds")
-    out.update(added)
-    return out
-
-
-#: Fields a track row may hold besides ``frame_index`` (always returned): what
-#: ``fields=`` selects from.
-FIELDS = ("vertices", "joints", "vertex_uncertainties", "joint_uncertainties", "boxes", "camera")
-
-
-def check_fields(fields):
-    """``fields`` (None, a name, or names) -> None or a frozenset of names.
-
-    ``frame_index`` is accepted and dropped (it is always returned).
-
-    Raises
-    ------
-    ConfigError
-        An unknown field name (the message lists :data:`FIELDS`).
-    """
-    if fields is None:
-        return None
-    if isinstance(fields, str):
-        fields = (fields,)
-    out = frozenset(fields) - {"frame_index"}
-    unknown = sorted(out - set(FIELDS))
-    if unknown:
-        from bodybatch.errors import ConfigError
-
-        raise ConfigError(f"unknown field(s) {unknown}; known: {', '.join(FIELDS + ('frame_index',))}")
-    return out
+__all__ = ["TrackReader"]
 
 
 class TrackReader:

@@ -348,7 +348,7 @@ class BodybatchTrackReader(TrackReader):
         if tag != _CHUNK_TAG or length != end - offset - _CHUNK_HEAD.size - 4:
             self._fail(f"chunk {i} header is corrupt")
         data = self._read_exact(offset + _CHUNK_HEAD.size, length + 4, f"chunk {i}")
-        payload, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
+        payload, crc = memoryview(data)[:-4], struct.unpack("<I", data[-4:])[0]  # (a view: no copy of the chunk)
         if zlib.crc32(payload) != crc:
             self._fail(f"chunk {i} checksum mismatch (corrupt file)")
         return _msgpack.unpackb(payload, where=f"{self.path}: chunk {i}")

@@ -231,9 +231,9 @@ class PredictionReader:
 
     def export_arrays(self):
         """:meth:`to_arrays` flattened for ``numpy.savez`` (see
-        :func:`bodybatch.formats._reader.flat_arrays`): ``camera_<key>`` and
+        :func:`bodybatch._rows.flat_arrays`): ``camera_<key>`` and
         ``frame_<key>`` per-frame arrays, ``metadata`` a JSON string (0-d array)."""
-        from bodybatch.formats._reader import flat_arrays
+        from bodybatch._rows import flat_arrays
 
         return flat_arrays(self.to_arrays(), self.metadata, self.path)
 

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 from bodybatch.codec import predict  # noqa: E402
-from bodybatch.codec.bodybatch_codec import _CLASSED_POINTS, _blocks, activity_classes  # noqa: E402
+from bodybatch.codec.streams import _CLASSED_POINTS, _blocks, activity_classes  # noqa: E402
 
 
 def bit_class(s, nbins, shift=0):
