@@ -139,17 +139,19 @@ def test_first_row_of_a_chunk_decodes_no_later_frames(corpus_tracks, monkeypatch
         assert expected <= sum(decoded) - classes <= expected + 1_000  # (+ boxes, camera)
 
 
-def test_a_chunk_decoded_on_threads_gives_the_same_values(tmp_path, corpus_tracks, monkeypatch):
+@pytest.mark.parametrize("predictor", [1, 3])
+def test_a_chunk_decoded_on_threads_gives_the_same_values(tmp_path, corpus_tracks, monkeypatch, predictor):
     """threads > 1 on a one-chunk read splits the chunk's decode (streams, levels of
-    >= 1024 points, the gather): the same values for every row range, and the work
-    really ran on two threads."""
+    >= 1024 points, the dequantization): the same values for every row range, and the
+    work really ran on two threads."""
     import threading
 
     from bodybatch.codec import _threads
+    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
 
     monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
     track = corpus_tracks["nlf_xz_0000/p0"]
-    bodybatch.write_track(tmp_path / "t.xz", track, chunk_size=32)
+    bodybatch.write_track(tmp_path / "t.xz", track, **{**(V2_OPTIONS if predictor == 3 else {}), "chunk_size": 32})
     ran_on = set()
     real_run = _threads.Workers.run
 
@@ -430,7 +432,7 @@ def test_kernels_close_over_constants_only():
     from bodybatch.codec import _kernels, _kernels1, _kernels3, _kernels3_encode
 
     kernels = [_kernels3.make_ridge_v3(numba, 4), _kernels3.make_decode_v3(numba, 4, 4),
-               _kernels3.make_decode_v3_values(numba, 4, 4, 8, True), _kernels1.make_decode_v1(numba, 3, 4),
+               _kernels3.make_predict_v3(numba, 4, 4, 8, True), _kernels3.make_values_v3(numba, 4), _kernels1.make_decode_v1(numba, 3, 4),
                _kernels1.make_gather_dequantize(numba, 4), _kernels3_encode.make_offsets_v3(numba, 4, 4),
                _kernels3_encode.make_residuals_v3(numba, 4), _kernels3_encode.make_gram_v3(numba, 8, 4),
                _kernels._make_temporal_v2(numba, 4, 4, np.int64), _kernels._make_spatial_v2(numba, 3, 4, np.int64),

@@ -13,7 +13,7 @@ its kernels take the weights as plain arrays (any number of parents and lags).
 The other formats' kernels live in their own modules and are registered here, in the
 same namespace: format 1.0 in :mod:`bodybatch.codec._kernels1` (``decode_v1``,
 ``gather_dequantize``), format 3.0's decoder in :mod:`bodybatch.codec._kernels3`
-(``decode_v3``, ``decode_v3_values``, ``ridge_v3``) and its encoder in
+(``decode_v3``, ``predict_v3``, ``values_v3``, ``ridge_v3``) and its encoder in
 :mod:`bodybatch.codec._kernels3_encode` (``offsets_v3``, ``residuals_v3``, ``gram_v3``).
 
 numba is imported, and the kernels compiled, on first use only (``import bodybatch``
@@ -55,7 +55,8 @@ def _compile(numba):
         temporal_v2=_Specialized(numba, _make_temporal_v2, 3),
         spatial_v2=_Specialized(numba, _make_spatial_v2, 3),
         decode_v3=_Specialized(numba, _kernels3.make_decode_v3),
-        decode_v3_values=_Specialized(numba, _kernels3.make_decode_v3_values, 4),
+        predict_v3=_Specialized(numba, _kernels3.make_predict_v3, 4),
+        values_v3=_Specialized(numba, _kernels3.make_values_v3, 1),
         ridge_v3=_Specialized(numba, _kernels3.make_ridge_v3, 1),
         offsets_v3=_Specialized(numba, _kernels3_encode.make_offsets_v3),
         residuals_v3=_Specialized(numba, _kernels3_encode.make_residuals_v3, 1),

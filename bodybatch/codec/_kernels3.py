@@ -3,17 +3,22 @@
 
 - :func:`make_decode_v3`: the int64 predictor decode of rows 1.. (any bound),
   used by :func:`bodybatch.codec.predict3.decode_residuals`.
-- :func:`make_decode_v3_values`: a whole point group from its decoded streams to
-  float32 values in the original point order (frame 0, the spatial weights, the
-  prediction and the dequantization in one call), in float64 lanes: exact while the
-  chunk's bounds keep every sum below 2**53 (:func:`bodybatch.codec.group3.float_exact`).
+- :func:`make_predict_v3` and :func:`make_values_v3`: a point group from its decoded
+  streams to float32 values in the original point order (the prediction, run by
+  run, in float64 lanes: exact while the chunk's bounds keep every sum below 2**53,
+  :func:`bodybatch.codec.group3.float_exact`; then the dequantization), in parts that
+  threads can share (:func:`bodybatch.codec.group3.decode_group_values`).
 - :func:`make_ridge_v3`: :func:`bodybatch.codec.spatial3.ridge_weights` per point.
 
 Each gives the integers of the numpy reference decoder in :mod:`bodybatch.codec.predict3`
 (tests/test_kernels.py compares them).
 """
 
-__all__ = ["make_decode_v3", "make_decode_v3_values", "make_ridge_v3"]
+__all__ = ["make_decode_v3", "make_predict_v3", "make_values_v3", "make_ridge_v3", "PREDICT_TILE"]
+
+#: Points ``predict_v3`` decodes together (their (point, component) lanes run in the
+#: inner loops).
+PREDICT_TILE = 32
 
 
 def make_ridge_v3(numba, M):
@@ -202,7 +207,8 @@ def make_decode_v3(numba, M, D):
     return decode_v3
 
 
-def make_decode_v3_values(numba, M, D, L, narrow):
+def make_predict_v3(numba, M, D, L, narrow):
+    """``predict_v3``: the runs of format 3.0's decode of one point group (see below)."""
     import numpy as np
 
     #: the work array's dtype: int16 when every value fits (half the memory traffic)
@@ -210,8 +216,7 @@ def make_decode_v3_values(numba, M, D, L, narrow):
 
     from bodybatch.codec.predict2 import FRACTION_BITS, SPATIAL_BITS
 
-    #: points decoded together (their (point, component) lanes run in the inner loops)
-    TILE = 32
+    TILE = PREDICT_TILE
     K = TILE * D
     INV_Q = 1.0 / (1 << FRACTION_BITS)
     HALF_Q = float(1 << (FRACTION_BITS - 1))
@@ -224,18 +229,16 @@ def make_decode_v3_values(numba, M, D, L, narrow):
     #: lags summed per pass over the lanes (more: fewer passes over ``q``, but LLVM
     #: stops vectorizing when it cannot rule out overlaps of that many rows)
     LAGS = 4
-    #: rows per pass of the final dequantizing pass
-    TB = 8
 
     @numba.njit(nogil=True, boundscheck=False, cache=True, error_model="numpy")
-    def decode_v3_values(x0, wi, parents, runs, layout, buf, wtab, max_abs, n_rows, start, order,
-                         scale, divide, unc_scale, unc_divide, xyz, unc):  # fmt: skip
-        """Format 3.0 decode of one point group, rows ``[0, n_rows)``, values of rows
-        ``[start, n_rows)`` into ``xyz`` (R, N, 3) and ``unc`` (R, N) float32, original
-        point order (as :func:`bodybatch.codec._kernels._make_dequantize`).
+    def predict_v3(x0, wi, parents, po, runs, layout, buf, wtab, max_abs, n_rows, order, xe):
+        """Format 3.0 prediction of rows ``[1, n_rows)`` of the points of ``runs``, into
+        ``xe`` (N + 1, n_rows, D) (original point order; row 0 and the zero point N
+        filled by the caller, the runs' parents decoded: coarser levels first).
 
         x0 : (N + 1, D) int64 row 0, stored order; wi : (N, M) its spatial weights (``ridge``);
-        parents : (N, M) positions.
+        parents : (N, M) positions; po : (N, M) the parents' original indices (N: the
+        zero point).
         runs : (n, 7) int64 rows ``(s0, s1, seg0, seg_n, off_xyz, off_unc, w)``: sorted
             positions ``[s0, s1)`` of one level and class, inside the class segment
             ``[seg0, seg0 + seg_n)`` whose streams of rows 1.. start at ``buf[off_xyz]``
@@ -247,28 +250,17 @@ def make_decode_v3_values(numba, M, D, L, narrow):
 
         Returns False (nothing trustworthy written) when a decoded value exceeds
         ``max_abs``: the caller decodes again with the int64 decoders (which then
-        reject what they reject). Below that bound the float64 sums are exact.
+        reject what they reject). Below that bound the float64 sums are exact. Runs
+        of one level write disjoint points: threads may share a level's runs.
 
         Tiles of ``TILE`` points of one run, all frames: the weighted parents ``P``
         first (frame-major lanes: the tile's coordinates ``3 i + c`` as in their
         stream, then its uncertainties), then frame by frame the temporal sums and
         the values over contiguous lanes (vectorized). The work array holds the
-        values in the original point order: the final dequantizing pass reads it
-        in order.
+        values in the original point order: the dequantizing pass (``values_v3``)
+        reads it in order.
         """
-        n = parents.shape[0]
-        po = np.empty((n, M), np.int64)  # the parents' original indices (N: the zero point)
-        for p in range(n):
-            for j in range(M):
-                po[p, j] = order[parents[p, j]] if parents[p, j] < n else n
-        xe = np.empty((n + 1, n_rows, D), XT)  # original order; row N: zero
-        for p in range(n):
-            for c in range(D):
-                xe[order[p], 0, c] = x0[p, c]
-        for t in range(n_rows):
-            for c in range(D):
-                xe[n, t, c] = 0
-        xflat = xe.reshape((n + 1, n_rows * D))
+        xflat = xe.reshape((xe.shape[0], n_rows * D))
         ppm = np.empty((TILE, n_rows, D), np.float64)  # P of the tile's points, point-major
         pt = np.empty((n_rows, K), np.float64)  # P of the tile's lanes, frame-major
         xt = np.empty((n_rows, K), XT)  # x
@@ -367,10 +359,28 @@ def make_decode_v3_values(numba, M, D, L, narrow):
                             dst[t, c] = xt[t, i * N_XYZ + c]
                         if D > N_XYZ:
                             dst[t, N_XYZ] = xt[t, n3 + i]
+        return True
+
+    return predict_v3
+
+
+def make_values_v3(numba, D):
+    """``values_v3``: format 3.0's decoded integers to float32 values."""
+    import numpy as np
+
+    N_XYZ = 3
+    #: rows per pass (their pages stay in the TLB: 1.7x faster in a micro-benchmark)
+    TB = 8
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def values_v3(xe, start, n_rows, i0, i1, scale, divide, unc_scale, unc_divide, xyz, unc):
+        """Points ``[i0, i1)`` of ``xe`` (N + 1, n_rows, D) integers, rows ``[start,
+        n_rows)``, into ``xyz`` (R, N, 3) and ``unc`` (R, N) float32 (as
+        :func:`bodybatch.codec._kernels._make_dequantize`), ``TB`` rows at a time."""
         sc32, usc32 = np.float32(scale), np.float32(unc_scale)
-        for t0 in range(start, n_rows, TB):  # the values, original order, TB rows at a time
-            t1 = min(n_rows, t0 + TB)  # (their pages stay in the TLB: 1.7x faster in a micro-benchmark)
-            for i in range(n):
+        for t0 in range(start, n_rows, TB):
+            t1 = min(n_rows, t0 + TB)
+            for i in range(i0, i1):
                 src = xe[i]
                 for t in range(t0, t1):
                     for c in range(N_XYZ):
@@ -379,6 +389,5 @@ def make_decode_v3_values(numba, M, D, L, narrow):
                     if D > N_XYZ:
                         v = src[t, N_XYZ]
                         unc[t - start, i] = np.float32(v / unc_scale) if unc_divide else np.float32(v) * usc32
-        return True
 
-    return decode_v3_values
+    return values_v3

@@ -8,7 +8,7 @@ without changing a value:
   shared out in bins of about equal size (:func:`balanced_bins`);
 - the compiled predictor: the points of one level depend only on coarser levels, so a
   large level splits into ranges of points, one per thread, with a barrier between
-  levels (:func:`split_levels`).
+  levels (:func:`split_steps`).
 
 :class:`Workers` runs a list of parts with the calling thread doing the first.
 """
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["Workers", "balanced_bins", "split_levels", "SPLIT_MIN_ROWS"]
+__all__ = ["Workers", "balanced_bins", "split_steps", "SPLIT_MIN_ROWS"]
 
 #: Levels with fewer points run whole, in one call (a barrier costs more than they do).
 SPLIT_MIN_POINTS = 1024
@@ -85,21 +85,49 @@ def balanced_bins(sizes, n):
     return bins
 
 
-def split_levels(levels, n, tile):
-    """Steps of a level decode on ``n`` threads: ``[[levels rows per thread], ...]``,
-    steps in order (each a barrier). The leading small levels form one step for one
-    thread; each larger level a step of ``n`` point ranges cut at multiples of
-    ``tile`` from its start (``n == 1``: one step, all levels). ``levels``: (L, 3)
-    int64 rows of (lo, hi, window)."""
+def split_steps(rows, levels, n, tile):
+    """Steps of a level-by-level decode on ``n`` threads, in order (a barrier after
+    each): ``[[rows of each thread's part], ...]``.
+
+    ``rows``: (R, C) int64, columns 0 and 1 a range of point positions ``[lo, hi)``
+    (the other columns go with it when a range is cut); ``levels``: (R,) the level of
+    each row, non-decreasing. Consecutive levels of fewer than ``SPLIT_MIN_POINTS``
+    points form one step for one thread; each larger level a step of ``n`` parts of
+    about equal points, cut at multiples of ``tile`` points (``n == 1``: one step,
+    all rows)."""
     if n == 1:
-        return [[levels]]
-    sizes = levels[:, 1] - levels[:, 0]
-    small = 0
-    while small < len(levels) and sizes[small] < SPLIT_MIN_POINTS:
-        small += 1
-    steps = [[levels[:small]]] if small else []
-    for lo, hi, window in levels[small:]:
-        per = -(-int(hi - lo) // (n * tile)) * tile
-        cuts = [min(int(hi), int(lo) + k * per) for k in range(n + 1)]
-        steps.append([np.array([[a, b, window]], np.int64) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
+        return [[rows]]
+    steps, small = [], []
+    bounds = np.flatnonzero(np.diff(levels)) + 1
+    for part in np.split(rows, bounds) if len(rows) else []:
+        if int((part[:, 1] - part[:, 0]).sum()) < SPLIT_MIN_POINTS:
+            small.append(part)
+            continue
+        if small:
+            steps.append([np.concatenate(small)])
+            small = []
+        steps.append(_cut(part, n, tile))
+    if small:
+        steps.append([np.concatenate(small)])
     return steps
+
+
+def _cut(part, n, tile):
+    """The rows of one level in ``n`` parts of about equal points (see :func:`split_steps`)."""
+    total = int((part[:, 1] - part[:, 0]).sum())
+    per = -(-total // (n * tile)) * tile
+    out, current, filled = [], [], 0
+    for row in part:
+        lo, hi = int(row[0]), int(row[1])
+        while lo < hi:
+            take = min(hi - lo, per - filled)
+            piece = row.copy()
+            piece[0], piece[1] = lo, lo + take
+            current.append(piece)
+            lo, filled = lo + take, filled + take
+            if filled == per:
+                out.append(np.array(current, np.int64))
+                current, filled = [], 0
+    if current:
+        out.append(np.array(current, np.int64))
+    return out

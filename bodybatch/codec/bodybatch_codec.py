@@ -286,10 +286,11 @@ class BodybatchCodec(Codec):
         whose coordinates and uncertainties are both left out is skipped, its streams
         untouched (``{"joints"}`` never decodes the vertex streams).
 
-        ``threads``: threads of this decode (the caller's included) for the format 1.0
-        compiled path (:mod:`bodybatch.codec._threads`); the values are the same.
+        ``threads``: threads of this decode (the caller's included) for the compiled
+        paths of formats 1.x and 3.x (:mod:`bodybatch.codec._threads`); the values are
+        the same.
         """
-        workers = Workers(threads if self.format_major == 1 else 1)
+        workers = Workers(threads if self.format_major != 2 else 1)
         return self._decode_chunk(encoded, layout, n_frames, where, fields, rows, workers)
 
     def _decode_chunk(self, encoded, layout, n_frames, where, fields, rows, workers):
@@ -310,7 +311,8 @@ class BodybatchCodec(Codec):
                 if self.predictor == 3 and compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
                     scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                     values = group3.decode_group_values(entry, g["structure"], d, n_frames, self.window,
-                                                        f"{where}{group}: ", rows, max_abs, scales, compiled)  # fmt: skip
+                                                        f"{where}{group}: ", rows, max_abs, scales, compiled,
+                                                        workers)  # fmt: skip
                     if values is not None:  # checked against max_abs already
                         out[coord] = values[0]
                         if d == 4:

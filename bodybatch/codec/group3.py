@@ -13,6 +13,8 @@ m = 4).
 import numpy as np
 
 from bodybatch.codec import entropy, predict3, spatial3
+from bodybatch.codec._kernels3 import PREDICT_TILE
+from bodybatch.codec._threads import SPLIT_MIN_ROWS, Workers, balanced_bins, split_steps
 from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
     frame_major_entry,
@@ -77,13 +79,14 @@ def encode_group(x, structure, n_lags, level, max_abs):
     return frame_major_entry(res, classes, weights, level, max_abs, stream_dtype)
 
 
-def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows):
+def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows, workers=None):
     """A chunk entry's classes (N,) uint8, weights (n_blocks, N_CLASSES, n_groups, L + 1)
     int16, frame 0's residuals (N, D) and the streams of rows 1.. (decoded when
     ``n_rows > 1``) as ``(buf, [(block, a, b, [offset per component group])])``: one
     flat array in stream order, each class segment ``[a, b)`` of a block's sorted
     layout frame-major ``(n_rows - 1, b - a, components)`` at its offset. The streams
-    are frame-major, so only their first ``n_rows - 1`` rows are entropy-decoded."""
+    are frame-major, so only their first ``n_rows - 1`` rows are entropy-decoded
+    (``workers``: on its threads)."""
     blocks, groups = _blocks(n), _components(n_dims)
     classes, stream_dtype = _classes_and_dtype(entry, n, where)
     n_weights = len(blocks) * N_CLASSES * len(groups) * (n_lags + 1)  # L lags and the running mean
@@ -110,11 +113,20 @@ def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows):
                 size += (b - a) * (n_rows - 1) * (c1 - c0)
             segments.append((bi, lo + a, lo + b, offsets))
     buf = np.empty(size, stream_dtype)
+    jobs = []  # (stream, the part of buf it fills)
     for _, a, b, offsets in segments:
         for (c0, c1), off in zip(groups, offsets):
-            count = (b - a) * (n_rows - 1) * (c1 - c0)
-            entropy.decode_numbers(next(it), stream_dtype, count, where, out=buf[off : off + count],
-                                   prefix=n_rows < n_frames)  # fmt: skip
+            jobs.append((next(it), buf[off : off + (b - a) * (n_rows - 1) * (c1 - c0)]))
+
+    def decode(picked):
+        for data, part in picked:
+            entropy.decode_numbers(data, stream_dtype, part.size, where, out=part, prefix=n_rows < n_frames)
+
+    if workers is None or workers.n == 1:
+        decode(jobs)
+    else:  # bins of about equal size
+        bins = balanced_bins([len(data) for data, _ in jobs], workers.n)
+        workers.run([lambda b=b: decode([jobs[i] for i in b]) for b in bins])
     return classes, weights, first, buf, segments
 
 
@@ -149,21 +161,24 @@ def float_exact(max_abs, n_parents, weights, n_rows):
     return max(n_rows * offset, wsum * (offset + 1) + 2048) < 2**52 and max_abs < 2**30
 
 
-def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows, max_abs, scales, compiled):
+def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows, max_abs, scales, compiled,
+                        workers=None):  # fmt: skip
     """The compiled path of one point group straight to float32 values, original point
     order: ``(xyz (R, N, 3), unc (R, N) or None)`` of ``rows`` (None: all), with
     ``scales`` the dequantizer's ``(scale, divide, unc_scale, unc_divide)``. None when
     the float64 kernel cannot vouch for its integers (a value beyond ``max_abs``, bounds
     too large): the caller then takes :func:`decode_group`, which gives the same values
-    or raises."""
+    or raises. ``workers`` (:class:`bodybatch.codec._threads.Workers`): the threads of
+    the prediction (a level's runs shared out) and of the dequantization (points)."""
     n = structure.n_points
     n_rows = n_frames if rows is None else max(1, min(rows.stop, n_frames))
     start = 0 if rows is None else rows.start
-    classes, weights, first, buf, segments = _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows)
+    classes, weights, first, buf, segments = _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows, workers)
     if not float_exact(max_abs, structure.n_parents, weights, n_rows):
         return None
     layout = _sorted_layout(n, classes)  # sorted position -> stored position
-    runs = _runs(n, classes, layout, segments) if n_rows > 1 else np.zeros((0, 7), np.int64)
+    no_runs = (np.zeros((0, 7), np.int64), np.zeros(0, np.int64))
+    runs, run_levels = _runs(n, classes, layout, segments) if n_rows > 1 else no_runs
     if runs is None:
         return None
     wtab = np.zeros((weights.shape[0] * N_CLASSES, 2, n_lags + 1))
@@ -171,31 +186,45 @@ def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows,
     x0 = predict3.decode_first_row(first, structure.parents)
     if np.abs(x0).max(initial=0) > max_abs:
         return None
-    m = structure.n_parents
+    m, order = structure.n_parents, structure.order
     wi = np.empty((n, m), np.int64)
     compiled.ridge_v3(m, x0, structure.parents, wi)
+    xe = np.empty((n + 1, n_rows, n_dims), np.int16 if max_abs < 2**15 else np.int32)  # original order
+    xe[order, 0] = x0[:n]
+    xe[n] = 0  # the zero point
+    po = np.append(order, n)[structure.parents]  # the parents' original indices
+    workers = workers if workers is not None and n_rows >= SPLIT_MIN_ROWS else Workers(1)
+    for step in split_steps(runs, run_levels, workers.n, PREDICT_TILE):  # barriers between steps
+        ok = workers.run([
+            lambda part=part: compiled.predict_v3(m, n_dims, n_lags, max_abs < 2**15, x0, wi, structure.parents, po,
+                                                  part, layout, buf, wtab, max_abs, n_rows, order, xe)
+            for part in step
+        ])  # fmt: skip
+        if not all(ok):
+            return None
     n_out = max(0, n_rows - start)
     xyz, unc = np.empty((n_out, n, 3), np.float32), np.empty((n_out, n), np.float32)
-    ok = compiled.decode_v3_values(m, n_dims, n_lags, max_abs < 2**15, x0, wi, structure.parents, runs,
-                                   layout, buf, wtab, max_abs, n_rows, start, structure.order,
-                                   *scales, xyz, unc)  # fmt: skip
-    return (xyz, unc if n_dims == 4 else None) if ok else None
+    cuts = np.linspace(0, n, workers.n + 1).astype(np.int64)
+    workers.run([lambda a=a, b=b: compiled.values_v3(n_dims, xe, start, n_rows, a, b, *scales, xyz, unc)
+                 for a, b in zip(cuts[:-1], cuts[1:])])  # fmt: skip
+    return xyz, unc if n_dims == 4 else None
 
 
 def _runs(n, classes, layout, segments):
-    """(n_runs, 7) int64 runs of :func:`bodybatch.codec._kernels3.make_decode_v3_values`:
-    per level, the sorted positions (``layout``: :func:`_sorted_layout`) of each class
-    segment inside it. None when an unclassed block mixes classes (a hostile file; the
-    caller takes the numpy path)."""
+    """``(runs, levels)``: (n_runs, 7) int64 runs of
+    :func:`bodybatch.codec._kernels3.make_predict_v3`, per level the sorted positions
+    (``layout``: :func:`_sorted_layout`) of each class segment inside it, and (n_runs,)
+    the level of each. ``(None, None)`` when an unclassed block mixes classes (a
+    hostile file; the caller takes the numpy path)."""
     levels = level_bounds(n)
     runs = []
     for bi, a, b, offsets in segments:
         seg = layout[a:b]
         if b - a and (classes[seg] != classes[seg[0]]).any():
-            return None
+            return None, None
         wrow = bi * N_CLASSES + (int(classes[seg[0]]) if b - a else 0)
         cuts = np.searchsorted(seg, [lo for lo, _ in levels] + [n])
         for li in np.flatnonzero(cuts[1:] > cuts[:-1]):
             runs.append((li, a + cuts[li], a + cuts[li + 1], a, b - a, offsets[0], offsets[-1], wrow))
     runs.sort(key=lambda r: r[0])
-    return np.array([r[1:] for r in runs], np.int64).reshape(-1, 7)
+    return np.array([r[1:] for r in runs], np.int64).reshape(-1, 7), np.array([r[0] for r in runs], np.int64)

@@ -64,10 +64,10 @@ class TrackReader:
     def threads(self):
         """Threads of a read: a multi-chunk read (``to_arrays``, slices, windows)
         decodes its chunks in parallel, a one-chunk read (a row, a window, a short
-        track) splits its chunk's decode (format 1.0's compiled decoder), for formats
-        whose decoder allows it (the compiled bodybatch decoder and pcodec release the
-        GIL). Default 1: a reader in a ``DataLoader`` worker or a process pool should
-        not start threads of its own."""
+        track) splits its chunk's decode (the compiled decoders of formats 1.x and
+        3.x), for formats whose decoder allows it (the compiled bodybatch decoder and
+        pcodec release the GIL). Default 1: a reader in a ``DataLoader`` worker or a
+        process pool should not start threads of its own."""
         return self._threads
 
     @threads.setter
