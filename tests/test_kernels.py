@@ -460,3 +460,21 @@ def test_a_forked_worker_gets_decode_threads_of_its_own(tmp_path, corpus_tracks,
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_read_on_threads, (tmp_path / "t.xz",)).get(timeout=60)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_decode_threads_survive_a_larger_pool_replacing_theirs():
+    """Readers with different ``threads`` share one pool, grown on demand: a decode
+    holding the smaller pool finishes on it (the pool is replaced, not shut down)."""
+    from bodybatch.codec._threads import Workers, split_steps
+
+    two = Workers(2)
+    three = Workers(3)  # replaces the shared pool
+    assert two.run([lambda: 1, lambda: 2]) == [1, 2]
+    assert three.run([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+    with pytest.raises(ZeroDivisionError):
+        two.run([lambda: 1 / 0, lambda: 2])
+    rows = np.array([[0, 1, 7], [1, 2, 7], [2, 4, 7], [4, 3000, 7]], np.int64)
+    steps = split_steps(rows, np.arange(4), 3, 32)
+    assert [len(step) for step in steps] == [1, 3]  # the small levels together, the big one in 3 parts
+    parts = np.concatenate(steps[1])
+    assert parts[0, 0] == 4 and parts[-1, 1] == 3000 and (parts[1:, 0] == parts[:-1, 1]).all() and (parts[:, 2] == 7).all()

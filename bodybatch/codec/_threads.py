@@ -31,26 +31,25 @@ SPLIT_MIN_ROWS = 4
 #: a forked child, whose copy has no threads.
 _POOL = [None, 0]
 _POOL_LOCK = threading.Lock()
+_AT_FORK = []  # non-empty once the fork hook is registered
 
 
 def _shared_pool(size):
     """A pool of at least ``size`` threads, shared by every decode of the process
-    (starting threads for each read would cost more than a short read)."""
+    (starting threads for each read would cost more than a short read). A smaller
+    pool is replaced, not shut down: a decode still holding it finishes on it, and its
+    idle threads exit once nothing refers to it."""
     with _POOL_LOCK:
         if _POOL[1] < size:
-            old = _POOL[0]
+            if not _AT_FORK and hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget_pool)  # (a child inherits it)
+                _AT_FORK.append(True)
             _POOL[:] = [ThreadPoolExecutor(size, thread_name_prefix="bodybatch-decode"), size]
-            if old is not None:
-                old.shutdown(wait=False)  # its running parts finish; idle threads exit
         return _POOL[0]
 
 
 def _forget_pool():
     _POOL[:] = [None, 0]
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 class Workers:
