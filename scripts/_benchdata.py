@@ -15,6 +15,14 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 
 
+def require_shared(*parts):
+    """Exit with a one-line message unless ``../shared/<parts>`` exists (the corpus,
+    synth.py: the benchmarks' data sit beside the checkout, not in it)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        sys.exit(f"{Path(sys.argv[0]).name}: needs {path} (../shared beside this checkout)")
+
+
 def gt_tracks(path, min_length=10):
     """Yield (name, track dict) per true person of a prediction file (``NAME.gt.npz``
     beside it gives the person id of every detection, -1 for spurious ones)."""

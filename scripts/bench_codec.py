@@ -285,6 +285,10 @@ def main():
     sources = {}
     if "corpus" in wanted:
         corpus = sorted(glob.glob(os.path.join(args.corpus, "*.xz")))
+        if not corpus:
+            raise SystemExit(f"no prediction files (*.xz) in --corpus {args.corpus}")
+    if wanted & {"synth", "smpl"}:
+        bd.require_shared("bench", "synth.py")
         sources["corpus"] = lambda: (t for f in corpus for t in bd.gt_tracks(f))
     synth = None
     if wanted & {"synth", "smpl"}:

@@ -159,7 +159,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="sections 1 and 4 also read with open_track(threads=N)")
     ap.add_argument("--no-10min", action="store_true", help="leave out the 18,000-frame track (1 GB to generate)")
     args = ap.parse_args()
-    from _benchdata import dense_body_model
+    from _benchdata import dense_body_model, require_shared
+
+    require_shared("corpus")
+    require_shared("bench", "synth.py")
     import bodycompress
 
     import bodybatch
