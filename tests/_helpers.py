@@ -78,3 +78,22 @@ def check_track_roundtrip(path, track, metadata=None, **options):
         assert len(rows) == n
         np.testing.assert_array_equal(rows[-1][key], arrays[key][-1])
     return arrays, info
+
+
+def one_chunk_decoding(track, monkeypatch, **options):
+    """A whole track's point fields encoded as one chunk by the ``bodybatch`` codec
+    (``options``), with a spy on the entropy decoder: ``(codec, layout, encoded, n rows,
+    full decode, decoded)``, ``decoded`` the count of values each later
+    ``entropy.decode_numbers`` call decoded (cleared by the caller)."""
+    from bodybatch.codec import entropy, get_codec
+
+    chunk = {k: np.asarray(track[k]) for k in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties")}
+    codec = get_codec("bodybatch", **options)
+    layout = codec.make_layout(chunk)
+    encoded, _ = codec.encode_chunk(chunk, layout)
+    n = len(chunk["vertices"])
+    full = codec.decode_chunk(encoded, layout, n)
+    decoded = []
+    real = entropy.decode_numbers
+    monkeypatch.setattr(entropy, "decode_numbers", lambda *a, **k: decoded.append(a[2]) or real(*a, **k))
+    return codec, layout, encoded, n, full, decoded

@@ -11,7 +11,7 @@ from bodybatch.codec import get_codec
 from bodybatch.codec.bodybatch_codec import V2_0_OPTIONS, V2_OPTIONS
 from bodybatch.errors import FormatError
 
-from _helpers import check_track_roundtrip, require
+from _helpers import check_track_roundtrip, one_chunk_decoding, require
 
 V3 = dict(V2_OPTIONS)
 
@@ -65,19 +65,8 @@ def test_huge_values_use_exact_wide_arithmetic(tmp_path):
 
 @pytest.mark.parametrize("kernels", ["", "numpy"])
 def test_single_rows_decode_only_a_prefix(corpus_tracks, monkeypatch, kernels):
-    from bodybatch.codec import entropy
-
     monkeypatch.setenv("BODYBATCH_KERNELS", kernels)
-    track = corpus_tracks["nlf_xz_0000/p0"]
-    chunk = {k: np.asarray(track[k]) for k in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties")}
-    codec = get_codec("bodybatch", **V3)
-    layout = codec.make_layout(chunk)
-    encoded, _ = codec.encode_chunk(chunk, layout)
-    n = len(chunk["vertices"])
-    full = codec.decode_chunk(encoded, layout, n)
-    decoded = []  # values entropy-decoded per call
-    real = entropy.decode_numbers
-    monkeypatch.setattr(entropy, "decode_numbers", lambda *a, **k: decoded.append(a[2]) or real(*a, **k))
+    codec, layout, encoded, n, full, decoded = one_chunk_decoding(corpus_tracks["nlf_xz_0000/p0"], monkeypatch, **V3)
     for start, stop in ((0, 1), (0, 2), (8, 9), (3, n), (0, n)):
         decoded.clear()
         part = codec.decode_chunk(encoded, layout, n, rows=slice(start, stop))

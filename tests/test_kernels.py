@@ -11,7 +11,7 @@ from bodybatch.codec.streams import (
 )  # fmt: skip
 from bodybatch.codec.structure import build_structure
 
-from _helpers import require
+from _helpers import one_chunk_decoding, require
 
 numba = require("numba")
 
@@ -116,19 +116,8 @@ def test_rows_read_one_at_a_time_equal_the_whole_track(tmp_path, corpus_tracks):
 def test_first_row_of_a_chunk_decodes_no_later_frames(corpus_tracks, monkeypatch):
     """Format 1.0's streams of frames 1.. are point-major (no prefix to stop at): the
     compiled path leaves them undecoded when frame 0 is all a read needs."""
-    from bodybatch.codec import entropy, get_codec
-
     monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
-    track = corpus_tracks["nlf_xz_0000/p0"]
-    chunk = {k: np.asarray(track[k]) for k in ("vertices", "vertex_uncertainties", "joints", "joint_uncertainties")}
-    codec = get_codec("bodybatch")
-    layout = codec.make_layout(chunk)
-    encoded, _ = codec.encode_chunk(chunk, layout)
-    n = len(chunk["vertices"])
-    full = codec.decode_chunk(encoded, layout, n)
-    decoded = []  # values entropy-decoded per call
-    real = entropy.decode_numbers
-    monkeypatch.setattr(entropy, "decode_numbers", lambda *a, **k: decoded.append(a[2]) or real(*a, **k))
+    codec, layout, encoded, n, full, decoded = one_chunk_decoding(corpus_tracks["nlf_xz_0000/p0"], monkeypatch)
     values = sum(g["n_points"] * g["n_dims"] for g in layout.values())
     classes = sum(g["n_points"] for g in layout.values())
     for stop, expected in ((1, values), (2, values * n), (n, values * n)):
