@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["Workers", "balanced_bins", "split_steps", "SPLIT_MIN_ROWS"]
+__all__ = ["Workers", "balanced_bins", "split_steps"]
 
 #: Levels with fewer points run whole, in one call (a barrier costs more than they do).
 SPLIT_MIN_POINTS = 1024
@@ -70,6 +70,24 @@ class Workers:
             for future in futures:
                 future.exception()  # wait: the parts write into arrays the caller owns
         return results + [future.result() for future in futures]
+
+    def run_bins(self, items, sizes, work):
+        """``work(list of items)`` on each thread, the items shared out in bins of about
+        equal total ``sizes`` (one call with all of them on one thread)."""
+        if self.n == 1:
+            work(list(items))
+            return
+        self.run([lambda b=b: work([items[i] for i in b]) for b in balanced_bins(sizes, self.n)])
+
+    def ranges(self, n):
+        """``[(a, b)]``: ``0..n`` in at most one non-empty range per thread."""
+        cuts = np.linspace(0, n, min(self.n, max(n, 1)) + 1).astype(np.int64)
+        return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+    def for_rows(self, n_rows):
+        """These workers for a prediction of ``n_rows`` rows, or one thread when the
+        barriers would cost more than they save (``SPLIT_MIN_ROWS``)."""
+        return self if n_rows >= SPLIT_MIN_ROWS else Workers(1)
 
 
 

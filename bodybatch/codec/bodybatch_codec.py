@@ -334,10 +334,9 @@ class BodybatchCodec(Codec):
                     xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
                     scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                     if inverse is not None:
-                        parts = np.array_split(np.arange(x.shape[0]), min(workers.n, x.shape[0]))  # rows
-                        workers.run([lambda r=r: compiled.gather_dequantize(d, x[r[0] : r[-1] + 1], inverse, *scales,
-                                                                            xyz[r[0] : r[-1] + 1], unc_values[r[0] : r[-1] + 1])
-                                     for r in parts if len(r)])  # fmt: skip
+                        workers.run([lambda a=a, b=b: compiled.gather_dequantize(d, x[a:b], inverse, *scales, xyz[a:b],
+                                                                                 unc_values[a:b])
+                                     for a, b in workers.ranges(x.shape[0])])  # rows  # fmt: skip
                     else:
                         top = compiled.dequantize(d, x, *scales, xyz, unc_values)
                     out[coord] = xyz

@@ -6,7 +6,7 @@ import numpy as np
 
 from bodybatch.codec import _kernels, entropy, predict
 from bodybatch.codec._kernels1 import TILE
-from bodybatch.codec._threads import SPLIT_MIN_ROWS, Workers, split_steps
+from bodybatch.codec._threads import Workers, split_steps
 from bodybatch.codec.streams import (
     _classes_and_dtype, _decode_residual_streams, _encode_residual_streams, activity_classes, decode_residual_parts,
 )  # fmt: skip
@@ -53,7 +53,7 @@ def decode_group(entry, structure, n_dims, n_frames, window, max_abs, where, row
     xe = np.empty((n + 1, stop, d), storage)
     xe[n] = 0  # the virtual zero point; every other row is written before it is read
     xs = np.empty((stop - start, n, d), storage)
-    workers, top = workers if workers is not None and stop >= SPLIT_MIN_ROWS else Workers(1), 0
+    workers, top = (workers or Workers(1)).for_rows(stop), 0
     for step in split_steps(levels, np.arange(len(levels)), workers.n, TILE):  # barriers between steps
         tops = workers.run([
             lambda part=part: compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos,

@@ -14,7 +14,7 @@ import numpy as np
 
 from bodybatch.codec import entropy, predict3, spatial3
 from bodybatch.codec._kernels3 import PREDICT_TILE
-from bodybatch.codec._threads import SPLIT_MIN_ROWS, Workers, balanced_bins, split_steps
+from bodybatch.codec._threads import Workers, split_steps
 from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
     frame_major_entry,
@@ -122,11 +122,10 @@ def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows, workers=None)
         for data, part in picked:
             entropy.decode_numbers(data, stream_dtype, part.size, where, out=part, prefix=n_rows < n_frames)
 
-    if workers is None or workers.n == 1:
+    if workers is None:
         decode(jobs)
-    else:  # bins of about equal size
-        bins = balanced_bins([len(data) for data, _ in jobs], workers.n)
-        workers.run([lambda b=b: decode([jobs[i] for i in b]) for b in bins])
+    else:
+        workers.run_bins(jobs, [len(data) for data, _ in jobs], decode)
     return classes, weights, first, buf, segments
 
 
@@ -193,7 +192,7 @@ def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows,
     xe[order, 0] = x0[:n]
     xe[n] = 0  # the zero point
     po = np.append(order, n)[structure.parents]  # the parents' original indices
-    workers = workers if workers is not None and n_rows >= SPLIT_MIN_ROWS else Workers(1)
+    workers = (workers or Workers(1)).for_rows(n_rows)
     for step in split_steps(runs, run_levels, workers.n, PREDICT_TILE):  # barriers between steps
         ok = workers.run([
             lambda part=part: compiled.predict_v3(m, n_dims, n_lags, max_abs < 2**15, x0, wi, structure.parents, po,
@@ -204,9 +203,8 @@ def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows,
             return None
     n_out = max(0, n_rows - start)
     xyz, unc = np.empty((n_out, n, 3), np.float32), np.empty((n_out, n), np.float32)
-    cuts = np.linspace(0, n, workers.n + 1).astype(np.int64)
     workers.run([lambda a=a, b=b: compiled.values_v3(n_dims, xe, start, n_rows, a, b, *scales, xyz, unc)
-                 for a, b in zip(cuts[:-1], cuts[1:])])  # fmt: skip
+                 for a, b in workers.ranges(n)])  # points  # fmt: skip
     return xyz, unc if n_dims == 4 else None
 
 

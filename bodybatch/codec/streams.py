@@ -187,13 +187,10 @@ def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_on
         for data, part in picked:
             entropy.decode_numbers(data, stream_dtype, part.size, where, out=part)
 
-    if workers is None or workers.n == 1:
+    if workers is None:
         decode(jobs)
     else:
-        from bodybatch.codec._threads import balanced_bins
-
-        bins = balanced_bins([len(data) for data, _ in jobs], workers.n)
-        workers.run([lambda b=b: decode([jobs[i] for i in b]) for b in bins])
+        workers.run_bins(jobs, [len(data) for data, _ in jobs], decode)
     layout = _sorted_layout(n, classes, rest_blocks) if rest_blocks else np.arange(n)
     sorted_pos = np.empty(n, np.intp)
     sorted_pos[layout] = np.arange(n)
