@@ -69,8 +69,10 @@ def test_worker_killed_under_a_job(tmp_path, cluster_client):
         'fifo_recovers' becomes a real file, so its retry succeeds; 'fifo_dies' is
         killed on its retry too. A writer end is held open so that the reader's open()
         returns and it blocks in read(), visible in /proc/PID/fd."""
-        writers = {}
+        writers, deadline = {}, time.monotonic() + 240
         while not stop.is_set():
+            if time.monotonic() > deadline:  # never hang the suite: end every FIFO read (the asserts then fail)
+                _unblock_readers(cluster_client.run(os.getpid).values(), data)
             for video in kills:
                 if video not in writers and (data / video).exists() and kills[video] < wanted[video]:
                     try:
@@ -80,13 +82,14 @@ def test_worker_killed_under_a_job(tmp_path, cluster_client):
             for pid in cluster_client.run(os.getpid).values():
                 for video in kills:
                     if kills[video] < wanted[video] and _blocked_on(pid, data / video):
+                        if video == "fifo_recovers.xz":  # the real file first: the retry must not find the FIFO
+                            tmp = data / ".real.tmp"
+                            shutil.copy(SAMPLE / "clip_a.xz", tmp)
+                            os.replace(tmp, data / video)
                         os.kill(pid, signal.SIGKILL)
                         kills[video] += 1
                         if video == "fifo_recovers.xz":
                             os.close(writers.pop(video))
-                            tmp = data / ".real.tmp"
-                            shutil.copy(SAMPLE / "clip_a.xz", tmp)
-                            os.replace(tmp, data / video)
             time.sleep(0.05)
         for fd in writers.values():
             os.close(fd)
@@ -104,6 +107,22 @@ def test_worker_killed_under_a_job(tmp_path, cluster_client):
     assert done["a.xz"].error is None and done["z.xz"].error is None
     assert done["fifo_recovers.xz"].error is None and done["fifo_recovers.xz"].tracks  # retried once
     assert "lost by the dask cluster" in done["fifo_dies.xz"].error and "KilledWorker" in done["fifo_dies.xz"].error
+
+
+def _unblock_readers(pids, folder):
+    """Open for writing, then close, every FIFO under ``folder`` (replaced ones too) that
+    a process in ``pids`` holds open: its read returns EOF."""
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(folder)):
+                    os.close(os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                continue
 
 
 def _blocked_on(pid, path):

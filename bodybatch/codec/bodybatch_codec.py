@@ -18,7 +18,7 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
-from bodybatch.codec import _kernels, bundled, entropy, group1, group2, group3
+from bodybatch.codec import _entries, _kernels, bundled, entropy, group1, group2, group3
 from bodybatch.codec._threads import Workers
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
 from bodybatch.codec.streams import (  # noqa: F401  (N_CLASSES, activity_classes, _blocks...: also used by research scripts)
@@ -193,31 +193,27 @@ class BodybatchCodec(Codec):
     def layout_from_header(self, header, where=""):
         """Invert :meth:`layout_to_header`; raise FormatError on anything implausible."""
         layout = {}
-        try:
-            for group, g in header.items():
-                if group not in POINT_GROUPS:
-                    raise FormatError(f"{where}unknown point group {group!r}")
-                n, d, m = int(g["n_points"]), int(g["n_dims"]), int(g["n_parents"])
-                if not (1 <= n <= MAX_POINTS and d in (3, 4) and 1 <= m <= 16):
-                    raise FormatError(f"{where}implausible {group} layout n={n} d={d} m={m}")
-                name = g.get("structure") if self.predictor == 3 else None
-                if name is not None:
-                    if not isinstance(name, str):
-                        raise FormatError(f"{where}{group}: structure name {name!r} is not a string")
-                    structure = bundled.bundled_structure(name, n, m, f"{where}{group}: ")
-                elif self.predictor == 3:
-                    structure = group3.decode_structure(g["curve"], g["steps"], n, m, f"{where}{group} ")
-                else:
-                    curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
-                    steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
+        for group, g in _entries.check(header, _entries.map_of(_entries.LAYOUT_GROUP[self.format_major]), where, "layout").items():
+            if group not in POINT_GROUPS:
+                raise FormatError(f"{where}unknown point group {group!r}")
+            n, d, m = g["n_points"], g["n_dims"], g["n_parents"]
+            if not (1 <= n <= MAX_POINTS and d in (3, 4) and 1 <= m <= 16):
+                raise FormatError(f"{where}implausible {group} layout n={n} d={d} m={m}")
+            name = g.get("structure") if self.predictor == 3 else None
+            if name is None and not {"curve", "steps"} <= g.keys():
+                raise FormatError(f"{where}malformed layout.{group}: neither a structure name nor curve and steps")
+            if name is not None:
+                structure = bundled.bundled_structure(name, n, m, f"{where}{group}: ")
+            elif self.predictor == 3:
+                structure = group3.decode_structure(g["curve"], g["steps"], n, m, f"{where}{group} ")
+            else:
+                curve = entropy.decode_numbers(g["curve"], np.int32, n, f"{where}{group} order")
+                steps = entropy.decode_numbers(g["steps"], np.int32, n * m, f"{where}{group} parents")
+                try:
                     structure = structure_from_arrays(curve, steps, m)
-                layout[group] = {"n_points": n, "n_dims": d, "structure": structure, "bundled": name}
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise FormatError(f"{where}malformed point layout ({exc!r})") from None
-        except ValueError as exc:
-            if isinstance(exc, FormatError):
-                raise
-            raise FormatError(f"{where}{exc}") from None
+                except ValueError as exc:
+                    raise FormatError(f"{where}{group}: {exc}") from None
+            layout[group] = {"n_points": n, "n_dims": d, "structure": structure, "bundled": name}
         return layout
 
     # -- the track's frame index ------------------------------------------------------------
@@ -296,72 +292,71 @@ class BodybatchCodec(Codec):
     def _decode_chunk(self, encoded, layout, n_frames, where, fields, rows, workers):
         factor, unc_factor = self.factors()
         out = {}
-        try:
-            points = encoded["points"]
-            for group, g in layout.items():
-                coord, unc = POINT_GROUPS[group]
-                if fields is not None and coord not in fields and unc not in fields:
-                    continue  # --- fields= : skip the group's streams entirely
-                entry = points[group]
-                max_abs = int(entry["max_abs"])
-                if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
-                    raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
-                d = g["n_dims"]
-                compiled = _kernels.kernels()
-                if self.predictor == 3 and compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
-                    scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
-                    values = group3.decode_group_values(entry, g["structure"], d, n_frames, self.window,
-                                                        f"{where}{group}: ", rows, max_abs, scales, compiled,
-                                                        workers)  # fmt: skip
-                    if values is not None:  # checked against max_abs already
-                        out[coord] = values[0]
-                        if d == 4:
-                            out[unc] = values[1]
-                        continue
-                if self.predictor == 2:
-                    x = group2.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
-                                            f"{where}{group}: ", rows)  # fmt: skip
-                elif self.predictor == 3:
-                    x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
-                else:
-                    x = group1.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
-                                            f"{where}{group}: ", rows, workers)  # fmt: skip
-                inverse = None
-                if isinstance(x, tuple):  # the v1 kernel: rows in stored point order, their bound
-                    x, inverse, top = x
-                if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
-                    shape = (x.shape[0], len(inverse) if inverse is not None else x.shape[1])
-                    xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
-                    scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
-                    if inverse is not None:
-                        workers.run([lambda a=a, b=b: compiled.gather_dequantize(d, x[a:b], inverse, *scales, xyz[a:b],
-                                                                                 unc_values[a:b])
-                                     for a, b in workers.ranges(x.shape[0])])  # rows  # fmt: skip
-                    else:
-                        top = compiled.dequantize(d, x, *scales, xyz, unc_values)
-                    out[coord] = xyz
+        points = _entries.check(encoded, _entries.CHUNK, where)["points"]
+        for group, g in layout.items():
+            coord, unc = POINT_GROUPS[group]
+            if fields is not None and coord not in fields and unc not in fields:
+                continue  # --- fields= : skip the group's streams entirely
+            if group not in points:
+                raise FormatError(f"{where}malformed chunk: no entry for the point group {group!r}")
+            entry = _entries.check(points[group], _entries.GROUP_ENTRY[self.format_major], where, f"points.{group}")
+            max_abs = entry["max_abs"]
+            if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
+                raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
+            d = g["n_dims"]
+            compiled = _kernels.kernels()
+            if self.predictor == 3 and compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
+                scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
+                values = group3.decode_group_values(entry, g["structure"], d, n_frames, self.window,
+                                                    f"{where}{group}: ", rows, max_abs, scales, compiled,
+                                                    workers)  # fmt: skip
+                if values is not None:  # checked against max_abs already
+                    out[coord] = values[0]
                     if d == 4:
-                        out[unc] = unc_values
+                        out[unc] = values[1]
+                    continue
+            if self.predictor == 2:
+                x = group2.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
+                                        f"{where}{group}: ", rows)  # fmt: skip
+            elif self.predictor == 3:
+                x = group3.decode_group(entry, g["structure"], d, n_frames, self.window, f"{where}{group}: ", rows)
+            else:
+                x = group1.decode_group(entry, g["structure"], d, n_frames, self.window, max_abs,
+                                        f"{where}{group}: ", rows, workers)  # fmt: skip
+            inverse = None
+            if isinstance(x, tuple):  # the v1 kernel: rows in stored point order, their bound
+                x, inverse, top = x
+            if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
+                shape = (x.shape[0], len(inverse) if inverse is not None else x.shape[1])
+                xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
+                scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
+                if inverse is not None:
+                    workers.run([lambda a=a, b=b: compiled.gather_dequantize(d, x[a:b], inverse, *scales, xyz[a:b],
+                                                                             unc_values[a:b])
+                                 for a, b in workers.ranges(x.shape[0])])  # rows  # fmt: skip
                 else:
-                    if inverse is not None:
-                        x = x[:, inverse]
-                    else:
-                        top = max(int(x.max()), -int(x.min())) if x.size else 0
-                    out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
-                    if d == 4:
-                        out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
-                if top > max_abs:
-                    raise FormatError(f"{where}{group}: decoded values exceed their bound")
-            for name, entry in encoded.get("arrays", {}).items():
-                if fields is None or name in fields:
-                    out[name] = _decode_array(entry, n_frames, f"{where}{name}")[rows or slice(None)]
-            if "camera" in encoded and (fields is None or "camera" in fields):
-                out["camera"] = {
-                    k: _decode_array(v, n_frames, f"{where}camera.{k}")[rows or slice(None)]
-                    for k, v in encoded["camera"].items()
-                }
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise FormatError(f"{where}malformed chunk ({exc!r})") from None
+                    top = compiled.dequantize(d, x, *scales, xyz, unc_values)
+                out[coord] = xyz
+                if d == 4:
+                    out[unc] = unc_values
+            else:
+                if inverse is not None:
+                    x = x[:, inverse]
+                else:
+                    top = max(int(x.max()), -int(x.min())) if x.size else 0
+                out[coord] = _grid.dequantize(x[:, :, :3], factor, max_abs)  # x: (T, N, D)
+                if d == 4:
+                    out[unc] = _grid.dequantize(x[:, :, 3], unc_factor, max_abs)
+            if top > max_abs:
+                raise FormatError(f"{where}{group}: decoded values exceed their bound")
+        for name, entry in encoded.get("arrays", {}).items():
+            if fields is None or name in fields:
+                out[name] = _decode_array(entry, n_frames, f"{where}{name}")[rows or slice(None)]
+        if "camera" in encoded and (fields is None or "camera" in fields):
+            out["camera"] = {
+                k: _decode_array(v, n_frames, f"{where}camera.{k}")[rows or slice(None)]
+                for k, v in encoded["camera"].items()
+            }
         if fields is not None:  # a group's other field came along with the one asked for
             out = {k: v for k, v in out.items() if k in fields}
         return out

@@ -51,21 +51,24 @@ def encode_structure(structure):
 
 
 def decode_structure(curve, steps, n, m, where):
-    """Invert :func:`encode_structure` (FormatError/ValueError on anything invalid)."""
-    if not isinstance(steps, (list, tuple)) or len(steps) != m:
+    """Invert :func:`encode_structure` (FormatError, naming ``where``, on anything invalid)."""
+    if len(steps) != m:
         raise FormatError(f"{where}expected {m} parent columns")
     ranks = entropy.decode_numbers(curve, np.int32, n, f"{where}order")
     if n and not is_permutation(ranks):
-        raise ValueError(f"vertex order is not a permutation of 0..{n - 1}")
+        raise FormatError(f"{where}vertex order is not a permutation of 0..{n - 1}")
     curve = inverse_permutation(ranks, np.int32)
     cols = [entropy.decode_numbers(s, np.int32, n, f"{where}parents") for s in steps]
     gaps = np.stack(cols, axis=1).astype(np.int64)
     if np.any(gaps[:, 1:] < 0):
-        raise ValueError("parents are not sorted along the curve")
+        raise FormatError(f"{where}parents are not sorted along the curve")
     steps = np.cumsum(gaps, axis=1)  # |gap| < 2**31: no overflow
     if np.abs(steps).max(initial=0) >= 2**31:
-        raise ValueError("parent steps out of range")
-    structure = structure_from_arrays(curve, steps.astype(np.int32).ravel(), m)
+        raise FormatError(f"{where}parent steps out of range")
+    try:
+        structure = structure_from_arrays(curve, steps.astype(np.int32).ravel(), m)
+    except ValueError as exc:
+        raise FormatError(f"{where}{exc}") from None
     return structure
 
 

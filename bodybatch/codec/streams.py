@@ -220,10 +220,15 @@ def _encode_array(a, level):
 
 
 def _decode_array(entry, n_frames, where):
-    dtype = np.dtype(str(entry["dtype"]))
+    """Invert :func:`_encode_array` (``entry`` checked against
+    :data:`bodybatch.codec._entries.ARRAY`)."""
+    try:
+        dtype = np.dtype(entry["dtype"])
+    except TypeError:
+        raise FormatError(f"{where}: unknown dtype {entry['dtype'][:40]!r}") from None
     if dtype.kind not in "biuf" or dtype.itemsize > 8:
         raise FormatError(f"{where}: unsupported dtype {dtype}")
-    shape = [int(s) for s in entry["shape"]]
+    shape = entry["shape"]
     if len(shape) > 4 or any(s < 0 or s > MAX_POINTS for s in shape):
         raise FormatError(f"{where}: implausible shape {shape}")
     count = int(np.prod(shape, dtype=np.int64)) * n_frames
