@@ -13,7 +13,7 @@ import numpy as np
 
 from bodybatch.errors import TrackError
 
-__all__ = ["GridValues", "quantize", "quantize_into", "dequantize", "check_step", "MAX_ABS_VALUE"]
+__all__ = ["GridValues", "quantize", "quantize_into", "dequantize", "float32_target", "check_step", "MAX_ABS_VALUE"]
 
 #: Largest allowed magnitude of a grid index (codecs predict in int32 below it).
 MAX_ABS_VALUE = 2**30
@@ -181,6 +181,16 @@ def dequantize_scale(factor):
     False)`` when multiplying by it in float32 is exact (factor a power of two), else
     ``(factor, True)``: divide in float64, then round to float32 (as :func:`dequantize`)."""
     return (1.0 / factor, False) if math.frexp(factor)[0] == 0.5 else (float(factor), True)
+
+
+def float32_target(array, shape):
+    """Where a decoder writes float32 values of ``shape``: ``array`` (a caller's
+    output, e.g. a slice of a whole track's) when it is a writable C-contiguous float32
+    array of that shape, else a new array."""
+    if (array is not None and array.shape == tuple(shape) and array.dtype == np.float32
+            and array.flags.c_contiguous and array.flags.writeable):  # fmt: skip
+        return array
+    return np.empty(shape, np.float32)
 
 
 def dequantize(q, factor, max_abs=None):

@@ -159,12 +159,16 @@ def concat_blocks(blocks):
     return out
 
 
-def stack_blocks(parts, n_rows):
+def stack_blocks(parts, n_rows, target=None):
     """Stack an iterable of blocks holding ``n_rows`` rows in all into new arrays,
     taking one part at a time: peak memory is the result plus one part (concatenating
     a list of parts holds all of them too: twice the result for a whole long track).
     A part whose fields, shapes or dtypes differ from the first's (or GridValues) makes
-    the rest a plain concatenation (as :func:`concat_blocks`)."""
+    the rest a plain concatenation (as :func:`concat_blocks`).
+
+    ``target`` (a dict): ``target["out"]`` is set to the output once allocated, so that
+    the parts that follow can be decoded straight into their rows of it; a part's
+    array that already is its rows of the output is not copied."""
     parts = iter(parts)
     first = next(parts)
 
@@ -184,6 +188,8 @@ def stack_blocks(parts, n_rows):
         return np.empty((n_rows,) + v.shape[1:], v.dtype)
 
     out = {k: ({ck: alloc(cv) for ck, cv in v.items()} if k == "camera" else alloc(v)) for k, v in first.items()}
+    if target is not None:
+        target["out"] = out
     row, part = 0, first
     while part is not None:
         if not plain(part) or layout(part) != want:  # e.g. one chunk dequantized to float64
@@ -193,13 +199,19 @@ def stack_blocks(parts, n_rows):
             if k == "camera":
                 for ck, cv in v.items():
                     out[k][ck][row : row + n] = cv
-            else:
+            elif not _is_view(v, out[k], row):
                 out[k][row : row + n] = v
         row += n
         part = next(parts, None)
     if row != n_rows:
         raise ValueError(f"stack_blocks: the parts hold {row} rows, not {n_rows}")
     return out
+
+
+def _is_view(part, whole, row):
+    """Whether ``part`` is exactly rows ``row:row + len(part)`` of ``whole`` (decoded in place)."""
+    return (part.dtype == whole.dtype and part.shape[1:] == whole.shape[1:] and part.strides == whole.strides
+            and part.__array_interface__["data"][0] == whole.__array_interface__["data"][0] + row * whole.strides[0])  # fmt: skip
 
 
 def row_signature(row):

@@ -100,11 +100,55 @@ def test_range_decodes_only_its_chunks(chunked, monkeypatch):
         assert reader.format_name == "bodybatch"
         decoded = []
         real = reader._decode_chunk
-        monkeypatch.setattr(reader, "_decode_chunk", lambda i, f=None, rows=None: decoded.append(i) or real(i, f, rows))
+        monkeypatch.setattr(reader, "_decode_chunk",
+                            lambda i, f=None, rows=None, into=None: decoded.append(i) or real(i, f, rows, into))
         reader[9:15]
         assert decoded == [1]
         reader.read(slice(7, 17), "joints")
         assert decoded == [1, 0, 1, 2]
+
+
+@pytest.mark.parametrize("predictor", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor, threads):
+    """A read over several chunks decodes its whole chunks after the first straight into
+    the caller's output (no copy): the rows equal a row-by-row read, and the output is
+    the caller's own (changing it changes no later read); a one-chunk read too."""
+    from bodybatch.codec import _kernels
+    from bodybatch.codec.bodybatch_codec import V2_OPTIONS
+
+    track = corpus_tracks["nlf_xz_0000/p0"]
+    path = tmp_path / "t.xz"
+    bodybatch.write_track(path, track, **{**(V2_OPTIONS if predictor == 3 else {}), "chunk_size": 8})
+    with bodybatch.open_track(path, threads=threads) as reader:
+        n = len(reader)
+        rows = [reader[k] for k in range(n)]
+        into = []
+        real = reader._chunk_job
+        reader._chunk_job = lambda i, f=None, r=None, t=None, *a: into.append((i, t is not None)) or real(i, f, r, t, *a)
+        arrays = reader.to_arrays()
+        whole = [i for i, given in into if given]
+        if _kernels.kernels() is not None:  # the compiled decoders write float32 in place
+            assert whole and whole == list(range(whole[0], n // 8 + (n % 8 > 0)))  # every chunk after the first few
+        for k in (0, 8, 9, n - 1):
+            for field in ("vertices", "vertex_uncertainties", "joints", "boxes"):
+                np.testing.assert_array_equal(arrays[field][k], rows[k][field], err_msg=f"{field} row {k}")
+        expected = {k: v.copy() for k, v in arrays.items() if k != "camera"}
+        for v in arrays.values():
+            if not isinstance(v, dict):
+                v[...] = 0
+        again = reader.to_arrays()
+        for k, v in expected.items():
+            np.testing.assert_array_equal(again[k], v, err_msg=k)
+        one = reader.read(slice(8, 16))  # exactly one whole chunk, not cached
+        expected = {k: v.copy() for k, v in one.items() if k != "camera"}
+        for v in one.values():
+            if not isinstance(v, dict):
+                v[...] = 0
+        for k, v in reader.read(slice(8, 16)).items():
+            if k != "camera":
+                np.testing.assert_array_equal(v, expected[k], err_msg=k)
+        assert reader.frame_index[8] == expected["frame_index"][0]
 
 
 @pytest.mark.parametrize("predictor", [1, 3])
@@ -118,7 +162,7 @@ def test_threads_decode_the_same_rows(tmp_path, corpus_tracks, predictor):
         assert len(serial) > 4 * 8 and parallel.threads == 3
         decoded = []
         real = parallel._chunk_job
-        parallel._chunk_job = lambda i, f=None, rows=None: decoded.append((i, rows)) or real(i, f, rows)
+        parallel._chunk_job = lambda i, f=None, rows=None, into=None: decoded.append((i, rows)) or real(i, f, rows, into)
         _equal(parallel.to_arrays(), serial.to_arrays())
         assert [i for i, _ in decoded] == list(range(len(serial) // 8 + (len(serial) % 8 > 0)))
         decoded.clear()

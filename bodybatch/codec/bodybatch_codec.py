@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from bodybatch import _grid
+from bodybatch._grid import float32_target
 from bodybatch.codec import _entries, _kernels, bundled, entropy, group1, group2, group3
 from bodybatch.codec._threads import Workers
 from bodybatch.codec._base import UNCERTAINTY_OPTION, Codec, CodecOption, register_codec
@@ -270,7 +271,7 @@ class BodybatchCodec(Codec):
             out["camera"] = {k: _encode_array(v, self.level) for k, v in chunk["camera"].items()}
         return out, max_error
 
-    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None, rows=None, threads=1):
+    def decode_chunk(self, encoded, layout, n_frames, where="", fields=None, rows=None, threads=1, into=None):
         """Invert :meth:`encode_chunk` for a chunk of ``n_frames`` rows: a dict of
         ``(T, ...)`` arrays (camera: dict of arrays). ``where`` prefixes error messages.
 
@@ -285,11 +286,15 @@ class BodybatchCodec(Codec):
         ``threads``: threads of this decode (the caller's included) for the compiled
         paths of formats 1.x and 3.x (:mod:`bodybatch.codec._threads`); the values are
         the same.
+
+        ``into`` (dict of field -> array, optional): where the compiled paths write a
+        point field's float32 values when the array has the rows' shape (e.g. a slice of
+        a whole track's output: no copy afterwards); the result then holds that array.
         """
         workers = Workers(threads if self.format_major != 2 else 1)
-        return self._decode_chunk(encoded, layout, n_frames, where, fields, rows, workers)
+        return self._decode_chunk(encoded, layout, n_frames, where, fields, rows, workers, into or {})
 
-    def _decode_chunk(self, encoded, layout, n_frames, where, fields, rows, workers):
+    def _decode_chunk(self, encoded, layout, n_frames, where, fields, rows, workers, into):
         factor, unc_factor = self.factors()
         out = {}
         points = _entries.check(encoded, _entries.CHUNK, where)["points"]
@@ -309,7 +314,7 @@ class BodybatchCodec(Codec):
                 scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                 values = group3.decode_group_values(entry, g["structure"], d, n_frames, self.window,
                                                     f"{where}{group}: ", rows, max_abs, scales, compiled,
-                                                    workers)  # fmt: skip
+                                                    workers, (into.get(coord), into.get(unc)))  # fmt: skip
                 if values is not None:  # checked against max_abs already
                     out[coord] = values[0]
                     if d == 4:
@@ -328,7 +333,7 @@ class BodybatchCodec(Codec):
                 x, inverse, top = x
             if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
                 shape = (x.shape[0], len(inverse) if inverse is not None else x.shape[1])
-                xyz, unc_values = np.empty(shape + (3,), np.float32), np.empty(shape, np.float32)
+                xyz, unc_values = float32_target(into.get(coord), shape + (3,)), float32_target(into.get(unc), shape)
                 scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                 if inverse is not None:
                     workers.run([lambda a=a, b=b: compiled.gather_dequantize(d, x[a:b], inverse, *scales, xyz[a:b],

@@ -12,6 +12,7 @@ m = 4).
 
 import numpy as np
 
+from bodybatch._grid import float32_target
 from bodybatch.codec import entropy, predict3, spatial3
 from bodybatch.codec._kernels3 import PREDICT_TILE
 from bodybatch.codec._threads import Workers, split_steps
@@ -164,14 +165,15 @@ def float_exact(max_abs, n_parents, weights, n_rows):
 
 
 def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows, max_abs, scales, compiled,
-                        workers=None):  # fmt: skip
+                        workers=None, into=(None, None)):  # fmt: skip
     """The compiled path of one point group straight to float32 values, original point
     order: ``(xyz (R, N, 3), unc (R, N) or None)`` of ``rows`` (None: all), with
     ``scales`` the dequantizer's ``(scale, divide, unc_scale, unc_divide)``. None when
     the float64 kernel cannot vouch for its integers (a value beyond ``max_abs``, bounds
     too large): the caller then takes :func:`decode_group`, which gives the same values
     or raises. ``workers`` (:class:`bodybatch.codec._threads.Workers`): the threads of
-    the prediction (a level's runs shared out) and of the dequantization (points)."""
+    the prediction (a level's runs shared out) and of the dequantization (points).
+    ``into``: ``(xyz, unc)`` arrays to write into when of the right shape (else new)."""
     n = structure.n_points
     n_rows = n_frames if rows is None else max(1, min(rows.stop, n_frames))
     start = 0 if rows is None else rows.start
@@ -205,7 +207,7 @@ def decode_group_values(entry, structure, n_dims, n_frames, n_lags, where, rows,
         if not all(ok):
             return None
     n_out = max(0, n_rows - start)
-    xyz, unc = np.empty((n_out, n, 3), np.float32), np.empty((n_out, n), np.float32)
+    xyz, unc = float32_target(into[0], (n_out, n, 3)), float32_target(into[1], (n_out, n))
     workers.run([lambda a=a, b=b: compiled.values_v3(n_dims, xe, start, n_rows, a, b, *scales, xyz, unc)
                  for a, b in workers.ranges(n)])  # points  # fmt: skip
     return xyz, unc if n_dims == 4 else None

@@ -8,13 +8,17 @@ bodybatch decoder and pcodec release the GIL.
 import collections
 from concurrent.futures import ThreadPoolExecutor
 
+from bodybatch._rows import slice_block
+
 __all__ = ["parallel_blocks"]
 
 
-def parallel_blocks(reader, first_chunk, last_chunk, start, stop, fields):
+def parallel_blocks(reader, first_chunk, last_chunk, start, stop, fields, target=None):
     """The blocks of rows ``start:stop`` (chunks ``first_chunk..last_chunk``), in order,
     decoded by ``reader.threads`` threads at most ``threads + 1`` chunks ahead of the
-    consumer (memory stays ~ the result). A generator."""
+    consumer (memory stays ~ the result). A generator. Once ``target["out"]`` holds
+    the read's output (:func:`bodybatch._rows.stack_blocks`), the whole chunks after
+    decode straight into their rows of it."""
     threads = reader.threads
     pending = collections.deque()
     with ThreadPoolExecutor(threads) as pool:
@@ -22,7 +26,9 @@ def parallel_blocks(reader, first_chunk, last_chunk, start, stop, fields):
             for i in range(first_chunk, last_chunk + 1):
                 lo, hi = int(reader._starts[i]), int(reader._starts[i + 1])
                 a, b = max(start, lo) - lo, min(stop, hi) - lo
-                job = reader._chunk_job(i, fields, None if a == 0 and b == hi - lo else slice(a, b))
+                whole = a == 0 and b == hi - lo
+                into = slice_block(target["out"], lo - start, hi - start) if whole and target and "out" in target else None
+                job = reader._chunk_job(i, fields, None if whole else slice(a, b), into)
                 pending.append((pool.submit(job), lo + a, lo + b))
                 while len(pending) > threads:
                     yield _finish(reader.frame_index, *pending.popleft())

@@ -79,14 +79,16 @@ class TrackReader:
         self._threads = int(value)
 
     # -- what a format supplies ------------------------------------------------------------
-    def _decode_chunk(self, i, fields=None, rows=None):
+    def _decode_chunk(self, i, fields=None, rows=None, into=None):
         """Chunk ``i`` as a dict of stacked arrays (camera: dict of arrays), no
         frame_index; ``fields``: None (all) or a frozenset of the fields to decode;
         ``rows``: None (all) or a ``slice(start, stop)`` of the chunk's rows: return
-        exactly those (a format whose decoder cannot stop early decodes all and slices)."""
+        exactly those (a format whose decoder cannot stop early decodes all and slices).
+        ``into``: arrays of the rows' shapes (slices of a whole read's output) that a
+        format may decode straight into, returning them; others may ignore it."""
         raise NotImplementedError
 
-    def _chunk_job(self, i, fields=None, rows=None):
+    def _chunk_job(self, i, fields=None, rows=None, into=None):
         """:meth:`_decode_chunk` in two halves, for :attr:`threads`: read chunk ``i``
         now (file access stays in the calling thread) and return a callable that
         decodes it in any thread. A format that can overrides it; the others decode
@@ -150,8 +152,7 @@ class TrackReader:
         size = int(self._starts[i + 1] - self._starts[i])
         stop = size if stop is None else min(int(stop), size)
         start = min(int(start), stop - 1)
-        fields_ok = cf is None or (fields is not None and fields <= cf)
-        if ci != i or not fields_ok or not c_start <= start < stop <= c_stop:
+        if not self._cache_holds(i, fields, start, stop):
             whole = start == 0 and stop == size
             arrays = self._decode_chunk(i, fields, None if whole else slice(start, stop))
             arrays["frame_index"] = self.frame_index[self._starts[i] + start : self._starts[i] + stop]
@@ -160,6 +161,11 @@ class TrackReader:
         if fields is not None and cf != fields:
             arrays = {k: v for k, v in arrays.items() if k in fields or k == "frame_index"}
         return arrays, c_start
+
+    def _cache_holds(self, i, fields, start, stop):
+        """Whether the cached chunk holds rows ``start:stop`` of chunk ``i`` with ``fields``."""
+        ci, cf, c_start, c_stop, _ = self._cache
+        return ci == i and (cf is None or (fields is not None and fields <= cf)) and c_start <= start < stop <= c_stop
 
     def _row(self, arrays, j):
         out = {k: ({ck: cv[j] for ck, cv in v.items()} if k == "camera" else v[j]) for k, v in arrays.items()}
@@ -224,21 +230,35 @@ class TrackReader:
             return self._empty(fields)
         first_chunk = int(np.searchsorted(self._starts, start, side="right") - 1)
         last_chunk = int(np.searchsorted(self._starts, stop - 1, side="right") - 1)
+        # stack_blocks puts the output here once the first part gave its layout; the
+        # whole chunks after it then decode straight into their rows of it
+        target = {}
 
         def parts():
             for i in range(first_chunk, last_chunk + 1):
                 lo, hi = int(self._starts[i]), int(self._starts[i + 1])
                 a, b = max(start, lo) - lo, min(stop, hi) - lo
+                if "out" in target and b == hi - lo:  # a whole chunk (a partial last one goes through the cache)
+                    arrays = self._decode_chunk(i, fields, None, into=slice_block(target["out"], lo - start, hi - start))
+                    arrays["frame_index"] = self.frame_index[lo:hi]
+                    yield arrays
+                    continue
                 arrays, first = self._chunk(i, fields, a, b)
                 yield slice_block(arrays, a - first, b - first)
 
         if first_chunk == last_chunk:
+            lo, hi = int(self._starts[first_chunk]), int(self._starts[first_chunk + 1])
+            if (start, stop) == (lo, hi) and self._fresh_chunks and not self._cache_holds(first_chunk, fields, 0, hi - lo):
+                arrays = self._decode_chunk(first_chunk, fields)  # a whole chunk, not cached: the caller's own
+                arrays["frame_index"] = self.frame_index[lo:hi].copy()
+                return arrays
             return copy_block(next(parts()))  # never views of the cache
         if self._threads > 1 and type(self)._chunk_job is not TrackReader._chunk_job:
             from bodybatch.formats._parallel import parallel_blocks
 
-            return stack_blocks(parallel_blocks(self, first_chunk, last_chunk, start, stop, fields), stop - start)
-        return stack_blocks(parts(), stop - start)  # a chunk at a time: peak memory ~ the result
+            blocks = parallel_blocks(self, first_chunk, last_chunk, start, stop, fields, target)
+            return stack_blocks(blocks, stop - start, target)
+        return stack_blocks(parts(), stop - start, target)  # a chunk at a time: peak memory ~ the result
 
     def _rows(self, rows, fields=None):
         """Rows at the given positions (any order, repeats allowed), stacked in that

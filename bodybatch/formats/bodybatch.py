@@ -381,13 +381,14 @@ class BodybatchTrackReader(TrackReader):
             out[group] = self._layout[group]
         return out
 
-    def _decode_chunk(self, i, fields=None, rows=None):
-        return self._chunk_job(i, fields, rows, self.threads)()  # one chunk: its decode takes the threads
+    def _decode_chunk(self, i, fields=None, rows=None, into=None):
+        return self._chunk_job(i, fields, rows, into, self.threads)()  # one chunk: its decode takes the threads
 
-    def _chunk_job(self, i, fields=None, rows=None, threads=1):
+    def _chunk_job(self, i, fields=None, rows=None, into=None, threads=1):
         n_rows = int(self._starts[i + 1] - self._starts[i])
         return functools.partial(self._codec.decode_chunk, self._read_chunk(i), self._group_layout(fields), n_rows,
-                                 f"{self.path}: chunk {i}: ", fields=fields, rows=rows, threads=threads)  # fmt: skip
+                                 f"{self.path}: chunk {i}: ", fields=fields, rows=rows, threads=threads,
+                                 into=into)  # fmt: skip
 
     def _stored_fields(self):
         fields = self._index.get("fields")

@@ -163,7 +163,7 @@ class CompatTrackReader(TrackReader):
 
     _fresh_chunks = False  # views of the arrays decoded once
 
-    def _decode_chunk(self, i, fields=None, rows=None):
+    def _decode_chunk(self, i, fields=None, rows=None, into=None):
         # one compressed stream: every field is decoded (once), ``fields`` only selects
         # (rows: the whole file is one chunk, decoded whole anyway, then sliced)
         arrays = {k: v for k, v in self._load().items() if k != "frame_index" and (fields is None or k in fields)}
