@@ -18,6 +18,12 @@ __all__ = ["encode_numbers", "decode_numbers", "PCODEC_DTYPES"]
 PCODEC_DTYPES = ("int16", "int32", "int64", "uint16", "uint32", "uint64", "float32", "float64")
 
 
+def _pcodec_codes(dtype):
+    """Whether ``dtype`` is one of :data:`PCODEC_DTYPES` (from its kind and size: reading
+    ``dtype.name`` cost ~1.6 us a call, ~5% of a format 3.x decode's stream calls)."""
+    return dtype.itemsize <= 8 and ((dtype.kind in "iu" and dtype.itemsize >= 2) or (dtype.kind == "f" and dtype.itemsize >= 4))
+
+
 @functools.lru_cache(maxsize=None)
 def _config(level, delta, integer):
     """pcodec settings. Integers (residuals, classes, indices) skip pcodec's search for
@@ -49,7 +55,7 @@ def encode_numbers(values, level=8, delta=False):
     from pcodec import standalone
 
     values = np.ascontiguousarray(values).ravel()
-    if values.dtype.name in PCODEC_DTYPES:
+    if _pcodec_codes(values.dtype):
         if values.size == 0:
             return b""
         return bytes(standalone.simple_compress(values, _config(level, delta, values.dtype.kind in "iu")))
@@ -78,7 +84,7 @@ def decode_numbers(data, dtype, count, what="stream", out=None, prefix=False):
         if data:
             raise FormatError(f"{what}: expected no values but found {len(data)} bytes")
         return out
-    if dtype.name in PCODEC_DTYPES:
+    if _pcodec_codes(dtype):
         try:
             progress = standalone.simple_decompress_into(bytes(data), out)
         except (RuntimeError, TypeError, ValueError) as exc:
