@@ -210,8 +210,9 @@ def stack_blocks(parts, n_rows, target=None):
 
 def _is_view(part, whole, row):
     """Whether ``part`` is exactly rows ``row:row + len(part)`` of ``whole`` (decoded in place)."""
+    address = whole.__array_interface__["data"][0] + row * whole.strides[0]
     return (part.dtype == whole.dtype and part.shape[1:] == whole.shape[1:] and part.strides == whole.strides
-            and part.__array_interface__["data"][0] == whole.__array_interface__["data"][0] + row * whole.strides[0])  # fmt: skip
+            and part.__array_interface__["data"][0] == address)  # fmt: skip
 
 
 def row_signature(row):

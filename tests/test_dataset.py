@@ -122,17 +122,22 @@ def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor,
     bodybatch.write_track(path, track, **{**(V2_OPTIONS if predictor == 3 else {}), "chunk_size": 8})
     with bodybatch.open_track(path, threads=threads) as reader:
         n = len(reader)
-        rows = [reader[k] for k in range(n)]
+        by_row = [reader[k] for k in range(n)]
         into = []
         real = reader._chunk_job
-        reader._chunk_job = lambda i, f=None, r=None, t=None, *a: into.append((i, t is not None)) or real(i, f, r, t, *a)
+
+        def spy(i, fields=None, rows=None, target=None, *rest):
+            into.append((i, target is not None))
+            return real(i, fields, rows, target, *rest)
+
+        reader._chunk_job = spy
         arrays = reader.to_arrays()
         whole = [i for i, given in into if given]
         if _kernels.kernels() is not None:  # the compiled decoders write float32 in place
             assert whole and whole == list(range(whole[0], n // 8 + (n % 8 > 0)))  # every chunk after the first few
         for k in (0, 8, 9, n - 1):
             for field in ("vertices", "vertex_uncertainties", "joints", "boxes"):
-                np.testing.assert_array_equal(arrays[field][k], rows[k][field], err_msg=f"{field} row {k}")
+                np.testing.assert_array_equal(arrays[field][k], by_row[k][field], err_msg=f"{field} row {k}")
         expected = {k: v.copy() for k, v in arrays.items() if k != "camera"}
         for v in arrays.values():
             if not isinstance(v, dict):
@@ -162,7 +167,12 @@ def test_threads_decode_the_same_rows(tmp_path, corpus_tracks, predictor):
         assert len(serial) > 4 * 8 and parallel.threads == 3
         decoded = []
         real = parallel._chunk_job
-        parallel._chunk_job = lambda i, f=None, rows=None, into=None: decoded.append((i, rows)) or real(i, f, rows, into)
+
+        def spy(i, fields=None, rows=None, into=None):
+            decoded.append((i, rows))
+            return real(i, fields, rows, into)
+
+        parallel._chunk_job = spy
         _equal(parallel.to_arrays(), serial.to_arrays())
         assert [i for i, _ in decoded] == list(range(len(serial) // 8 + (len(serial) % 8 > 0)))
         decoded.clear()

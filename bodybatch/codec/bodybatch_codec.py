@@ -194,7 +194,8 @@ class BodybatchCodec(Codec):
     def layout_from_header(self, header, where=""):
         """Invert :meth:`layout_to_header`; raise FormatError on anything implausible."""
         layout = {}
-        for group, g in _entries.check(header, _entries.map_of(_entries.LAYOUT_GROUP[self.format_major]), where, "layout").items():
+        groups = _entries.check(header, _entries.map_of(_entries.LAYOUT_GROUP[self.format_major]), where, "layout")
+        for group, g in groups.items():
             if group not in POINT_GROUPS:
                 raise FormatError(f"{where}unknown point group {group!r}")
             n, d, m = g["n_points"], g["n_dims"], g["n_parents"]

@@ -27,7 +27,8 @@ def parallel_blocks(reader, first_chunk, last_chunk, start, stop, fields, target
                 lo, hi = int(reader._starts[i]), int(reader._starts[i + 1])
                 a, b = max(start, lo) - lo, min(stop, hi) - lo
                 whole = a == 0 and b == hi - lo
-                into = slice_block(target["out"], lo - start, hi - start) if whole and target and "out" in target else None
+                out = (target or {}).get("out") if whole else None
+                into = None if out is None else slice_block(out, lo - start, hi - start)
                 job = reader._chunk_job(i, fields, None if whole else slice(a, b), into)
                 pending.append((pool.submit(job), lo + a, lo + b))
                 while len(pending) > threads:

@@ -239,7 +239,8 @@ class TrackReader:
                 lo, hi = int(self._starts[i]), int(self._starts[i + 1])
                 a, b = max(start, lo) - lo, min(stop, hi) - lo
                 if "out" in target and b == hi - lo:  # a whole chunk (a partial last one goes through the cache)
-                    arrays = self._decode_chunk(i, fields, None, into=slice_block(target["out"], lo - start, hi - start))
+                    into = slice_block(target["out"], lo - start, hi - start)
+                    arrays = self._decode_chunk(i, fields, None, into=into)
                     arrays["frame_index"] = self.frame_index[lo:hi]
                     yield arrays
                     continue
@@ -248,7 +249,8 @@ class TrackReader:
 
         if first_chunk == last_chunk:
             lo, hi = int(self._starts[first_chunk]), int(self._starts[first_chunk + 1])
-            if (start, stop) == (lo, hi) and self._fresh_chunks and not self._cache_holds(first_chunk, fields, 0, hi - lo):
+            cached = self._cache_holds(first_chunk, fields, 0, hi - lo)
+            if (start, stop) == (lo, hi) and self._fresh_chunks and not cached:
                 arrays = self._decode_chunk(first_chunk, fields)  # a whole chunk, not cached: the caller's own
                 arrays["frame_index"] = self.frame_index[lo:hi].copy()
                 return arrays
