@@ -71,10 +71,11 @@ def test_kernel_decodes_the_numpy_decoders_integers(n, n_frames, d, m, window, s
     first, rest_xyz, rest_unc, sorted_pos = decode_residual_parts(streams, classes, (n, n_frames, d), stream_dtype, "")
     levels = np.array(predict.level_windows(n, window), np.int64).reshape(-1, 3)
     for first_row, n_rows in sorted({(0, n_frames), (0, 1), (n_frames // 2, max(1, n_frames // 2 + 1)), (n_frames - 1, n_frames)}):
-        xe = np.zeros((n + 1, n_frames, d), rdtype)
+        xe = np.full((n + 1, n_frames, d), 12345, rdtype)  # only row n (the zero point) need be set
+        xe[n] = 0
         xs = np.empty((n_rows - first_row, n, d), rdtype)
-        top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels,
-                                 first_row, n_rows, xe, xs)  # fmt: skip
+        top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, structure.is_parent,
+                                 levels, first_row, n_rows, xe, xs)  # fmt: skip
         np.testing.assert_array_equal(xs[:, structure.inverse], x[first_row:n_rows])
         assert top == np.abs(x[:n_rows]).max()  # every decoded row, before it is stored
 
@@ -276,7 +277,8 @@ def test_v1_kernel_bound_sees_values_its_storage_cannot_hold(value):
     levels = np.array(predict.level_windows(n, window), np.int64).reshape(-1, 3)
     xe = np.zeros((n + 1, n_frames, d), np.int16)
     xs = np.empty((n_frames, n, d), np.int16)
-    top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, levels, 0, n_frames, xe, xs)
+    top = compiled.decode_v1(m, d, first, rest_xyz, rest_unc, sorted_pos, structure.parents, structure.is_parent,
+                             levels, 0, n_frames, xe, xs)  # fmt: skip
     assert top == np.abs(reference).max()
 
 

@@ -51,13 +51,13 @@ def decode_group(entry, structure, n_dims, n_frames, window, max_abs, where, row
     levels = np.array(predict.level_windows(n, window), np.int64).reshape(-1, 3)
     storage = np.int16 if max_abs < 2**15 else rdtype  # values only: the kernel's arithmetic is int64
     xe = np.empty((n + 1, stop, d), storage)
-    xe[n] = 0  # the virtual zero point; every other row is written before it is read
+    xe[n] = 0  # the virtual zero point; a parent's row is written before it is read, the others' never
     xs = np.empty((stop - start, n, d), storage)
     workers, top = (workers or Workers(1)).for_rows(stop), 0
     for step in split_steps(levels, np.arange(len(levels)), workers.n, TILE):  # barriers between steps
         tops = workers.run([
             lambda part=part: compiled.decode_v1(structure.n_parents, d, first, rest_xyz, rest_unc, sorted_pos,
-                                                 structure.parents, part, start, stop, xe, xs)
+                                                 structure.parents, structure.is_parent, part, start, stop, xe, xs)
             for part in step
         ])  # fmt: skip
         top = max([top] + tops)

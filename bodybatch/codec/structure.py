@@ -61,6 +61,16 @@ class VertexStructure:
         """(N,) int32: original point index -> stored position (computed once)."""
         return inverse_permutation(self.order, np.int32)
 
+    @functools.cached_property
+    def is_parent(self):
+        """(N + 1,) uint8: 1 where a stored position is some point's parent (the
+        virtual zero point N included; computed once). A decoder keeps the values of
+        these points only for the finer levels' predictions (44% of a body's points,
+        its finest level's, are nobody's parent)."""
+        mask = np.zeros(self.n_points + 1, np.uint8)
+        mask[self.parents.ravel()] = 1
+        return mask
+
 
 def inverse_permutation(values, dtype=np.int64):
     """The inverse of a permutation of 0..n-1 (a scatter: O(n))."""
