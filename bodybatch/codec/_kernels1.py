@@ -35,7 +35,7 @@ def make_decode_v1(numba, M, D):
             ``p``'s row).
         parents : (N, M) parent positions (N: the zero point); is_parent : (N + 1,)
             uint8, 1 for the positions some point has as a parent: only their rows of
-            ``xe`` are written (the others' are never read: measured 9% of the kernel);
+            ``xe`` are written (the others' are never read: 5-9% of the kernel's time);
             levels : (L, 3) rows of (lo, hi, window).
         first_row, n_rows : predict frames ``[0, n_rows)``, output ``[first_row, n_rows)``.
         xe : (N + 1, >= n_rows, D) work array, point-major (row N must be zero; the

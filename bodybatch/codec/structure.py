@@ -64,9 +64,9 @@ class VertexStructure:
     @functools.cached_property
     def is_parent(self):
         """(N + 1,) uint8: 1 where a stored position is some point's parent (the
-        virtual zero point N included; computed once). A decoder keeps the values of
-        these points only for the finer levels' predictions (44% of a body's points,
-        its finest level's, are nobody's parent)."""
+        virtual zero point N included; computed once). Only these points' values are
+        read again, by the finer levels' predictions; 44% of a body's points (its
+        finest level) are nobody's parent."""
         mask = np.zeros(self.n_points + 1, np.uint8)
         mask[self.parents.ravel()] = 1
         return mask
