@@ -18,7 +18,7 @@ from bodybatch.codec._kernels3 import PREDICT_TILE
 from bodybatch.codec._threads import Workers, split_steps
 from bodybatch.codec.streams import (
     _CLASSED_POINTS, N_CLASSES, _blocks, _classes_and_dtype, _components, _rest_blocks, _sorted_layout,
-    frame_major_entry,
+    decode_stream_jobs, frame_major_entry,
 )  # fmt: skip
 from bodybatch.codec.structure import (
     VertexStructure, bit_reversed_positions, inverse_permutation, is_permutation, level_bounds, structure_from_arrays,
@@ -121,15 +121,7 @@ def _read_group(entry, n, n_dims, n_frames, n_lags, where, n_rows, workers=None)
     for _, a, b, offsets in segments:
         for (c0, c1), off in zip(groups, offsets):
             jobs.append((next(it), buf[off : off + (b - a) * (n_rows - 1) * (c1 - c0)]))
-
-    def decode(picked):
-        for data, part in picked:
-            entropy.decode_numbers(data, stream_dtype, part.size, where, out=part, prefix=n_rows < n_frames)
-
-    if workers is None:
-        decode(jobs)
-    else:
-        workers.run_bins(jobs, [len(data) for data, _ in jobs], decode)
+    decode_stream_jobs(jobs, stream_dtype, where, workers, prefix=n_rows < n_frames)
     return classes, weights, first, buf, segments
 
 

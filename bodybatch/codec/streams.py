@@ -6,6 +6,7 @@ per-component arrays (boxes, cameras). Pure functions of arrays and bytes.
 import numpy as np
 
 from bodybatch.codec import entropy, predict
+from bodybatch.codec._threads import Workers
 from bodybatch.codec.structure import level_bounds
 from bodybatch.errors import FormatError, TrackError
 
@@ -183,18 +184,24 @@ def decode_residual_parts(streams, classes, shape, stream_dtype, where, first_on
         for a, b in zip(bounds[:-1], bounds[1:]):
             jobs.extend((next(it), rest[g][lo + a : lo + b].reshape(-1)) for g in range(len(comps)))
 
-    def decode(picked):
-        for data, part in picked:
-            entropy.decode_numbers(data, stream_dtype, part.size, where, out=part)
-
-    if workers is None:
-        decode(jobs)
-    else:
-        workers.run_bins(jobs, [len(data) for data, _ in jobs], decode)
+    decode_stream_jobs(jobs, stream_dtype, where, workers)
     layout = _sorted_layout(n, classes, rest_blocks) if rest_blocks else np.arange(n)
     sorted_pos = np.empty(n, np.intp)
     sorted_pos[layout] = np.arange(n)
     return first, rest[0], rest[1], sorted_pos
+
+
+def decode_stream_jobs(jobs, stream_dtype, where, workers=None, prefix=False):
+    """Entropy-decode ``jobs``, pairs of (stream, the 1-D part of an array it fills), in
+    place: on the threads of ``workers`` (:class:`bodybatch.codec._threads.Workers`;
+    None: this one) in bins of about equal bytes. ``prefix``: a part holds only the
+    first values of its stream."""
+
+    def decode(picked):
+        for data, part in picked:
+            entropy.decode_numbers(data, stream_dtype, part.size, where, out=part, prefix=prefix)
+
+    (workers or Workers(1)).run_bins(jobs, [len(data) for data, _ in jobs], decode)
 
 
 def _sorted_layout(n, classes, rest_blocks=None):
