@@ -17,8 +17,8 @@ from bodybatch._grid import GridValues
 from bodybatch.errors import FormatError, TrackError
 
 __all__ = [
-    "TRACK_FIELDS", "DETECTION_FIELDS", "READ_FIELDS", "check_fields", "flat_arrays", "Schema", "RowBlock", "row_signature", "normalize_block",
-    "slice_block", "concat_blocks", "copy_block", "stack_blocks",
+    "TRACK_FIELDS", "DETECTION_FIELDS", "READ_FIELDS", "check_fields", "flat_arrays", "Schema", "RowBlock",
+    "row_signature", "normalize_block", "slice_block", "concat_blocks", "copy_block", "stack_blocks",
 ]  # fmt: skip
 
 #: Per-detection arrays of a prediction frame that a track row takes.

@@ -90,7 +90,6 @@ class Workers:
         return self if n_rows >= SPLIT_MIN_ROWS else Workers(1)
 
 
-
 def balanced_bins(sizes, n):
     """Indices of ``sizes`` in ``n`` bins of about equal total (largest first, each
     into the lightest bin)."""

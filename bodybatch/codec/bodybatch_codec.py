@@ -297,6 +297,8 @@ class BodybatchCodec(Codec):
 
     def _decode_chunk(self, encoded, layout, n_frames, where, fields, rows, workers, into):
         factor, unc_factor = self.factors()
+        scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)  # the compiled dequantizers'
+        compiled = _kernels.kernels()
         out = {}
         points = _entries.check(encoded, _entries.CHUNK, where)["points"]
         for group, g in layout.items():
@@ -310,9 +312,7 @@ class BodybatchCodec(Codec):
             if not 0 <= max_abs <= _grid.MAX_ABS_VALUE:
                 raise FormatError(f"{where}{group}: implausible value bound {max_abs}")
             d = g["n_dims"]
-            compiled = _kernels.kernels()
             if self.predictor == 3 and compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:
-                scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                 values = group3.decode_group_values(entry, g["structure"], d, n_frames, self.window,
                                                     f"{where}{group}: ", rows, max_abs, scales, compiled,
                                                     workers, (into.get(coord), into.get(unc)))  # fmt: skip
@@ -335,7 +335,6 @@ class BodybatchCodec(Codec):
             if compiled is not None and max_abs <= _grid.MAX_EXACT_FLOAT32:  # one pass, float32 out
                 shape = (x.shape[0], len(inverse) if inverse is not None else x.shape[1])
                 xyz, unc_values = float32_target(into.get(coord), shape + (3,)), float32_target(into.get(unc), shape)
-                scales = _grid.dequantize_scale(factor) + _grid.dequantize_scale(unc_factor)
                 if inverse is not None:
                     workers.run([lambda a=a, b=b: compiled.gather_dequantize(d, x[a:b], inverse, *scales, xyz[a:b],
                                                                              unc_values[a:b])
