@@ -113,7 +113,6 @@ def test_rows_read_one_at_a_time_equal_the_whole_track(tmp_path, corpus_tracks):
         np.testing.assert_array_equal(picked["joints"], whole["joints"][[1, 20, 4]])
 
 
-
 def test_first_row_of_a_chunk_decodes_no_later_frames(corpus_tracks, monkeypatch):
     """Format 1.0's streams of frames 1.. are point-major (no prefix to stop at): the
     compiled path leaves them undecoded when frame 0 is all a read needs."""
@@ -423,8 +422,8 @@ def test_kernels_close_over_constants_only():
     from bodybatch.codec import _kernels, _kernels1, _kernels3, _kernels3_encode
 
     kernels = [_kernels3.make_ridge_v3(numba, 4), _kernels3.make_decode_v3(numba, 4, 4),
-               _kernels3.make_predict_v3(numba, 4, 4, 8, True), _kernels3.make_values_v3(numba, 4), _kernels1.make_decode_v1(numba, 3, 4),
-               _kernels1.make_gather_dequantize(numba, 4), _kernels3_encode.make_offsets_v3(numba, 4, 4),
+               _kernels3.make_predict_v3(numba, 4, 4, 8, True), _kernels3.make_values_v3(numba, 4),
+               _kernels1.make_decode_v1(numba, 3, 4), _kernels1.make_gather_dequantize(numba, 4), _kernels3_encode.make_offsets_v3(numba, 4, 4),
                _kernels3_encode.make_residuals_v3(numba, 4), _kernels3_encode.make_gram_v3(numba, 8, 4),
                _kernels._make_temporal_v2(numba, 4, 4, np.int64), _kernels._make_spatial_v2(numba, 3, 4, np.int64),
                _kernels._make_dequantize(numba, 4)]  # fmt: skip
