@@ -146,7 +146,8 @@ def test_a_chunk_decoded_on_threads_gives_the_same_values(tmp_path, corpus_track
 
     def run(self, parts):
         ran_on.add(len(parts))
-        return real_run(self, [lambda part=part: ran_on.add(threading.current_thread().name) or part() for part in parts])
+        return real_run(self, [lambda part=part: ran_on.add(threading.current_thread().name) or part()
+                               for part in parts])  # fmt: skip
 
     monkeypatch.setattr(_threads.Workers, "run", run)
     with bodybatch.open_track(tmp_path / "t.xz") as serial:
@@ -423,8 +424,8 @@ def test_kernels_close_over_constants_only():
 
     kernels = [_kernels3.make_ridge_v3(numba, 4), _kernels3.make_decode_v3(numba, 4, 4),
                _kernels3.make_predict_v3(numba, 4, 4, 8, True), _kernels3.make_values_v3(numba, 4),
-               _kernels1.make_decode_v1(numba, 3, 4), _kernels1.make_gather_dequantize(numba, 4), _kernels3_encode.make_offsets_v3(numba, 4, 4),
-               _kernels3_encode.make_residuals_v3(numba, 4), _kernels3_encode.make_gram_v3(numba, 8, 4),
+               _kernels1.make_decode_v1(numba, 3, 4), _kernels1.make_gather_dequantize(numba, 4),
+               _kernels3_encode.make_offsets_v3(numba, 4, 4), _kernels3_encode.make_residuals_v3(numba, 4), _kernels3_encode.make_gram_v3(numba, 8, 4),
                _kernels._make_temporal_v2(numba, 4, 4, np.int64), _kernels._make_spatial_v2(numba, 3, 4, np.int64),
                _kernels._make_dequantize(numba, 4)]  # fmt: skip
     for fn in kernels:
@@ -467,4 +468,5 @@ def test_decode_threads_survive_a_larger_pool_replacing_theirs():
     steps = split_steps(rows, np.arange(4), 3, 32)
     assert [len(step) for step in steps] == [1, 3]  # the small levels together, the big one in 3 parts
     parts = np.concatenate(steps[1])
-    assert parts[0, 0] == 4 and parts[-1, 1] == 3000 and (parts[1:, 0] == parts[:-1, 1]).all() and (parts[:, 2] == 7).all()
+    assert parts[0, 0] == 4 and parts[-1, 1] == 3000  # the level covered, in order, contiguous, extra columns kept
+    assert (parts[1:, 0] == parts[:-1, 1]).all() and (parts[:, 2] == 7).all()
