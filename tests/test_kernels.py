@@ -425,7 +425,8 @@ def test_kernels_close_over_constants_only():
     kernels = [_kernels3.make_ridge_v3(numba, 4), _kernels3.make_decode_v3(numba, 4, 4),
                _kernels3.make_predict_v3(numba, 4, 4, 8, True), _kernels3.make_values_v3(numba, 4),
                _kernels1.make_decode_v1(numba, 3, 4), _kernels1.make_gather_dequantize(numba, 4),
-               _kernels3_encode.make_offsets_v3(numba, 4, 4), _kernels3_encode.make_residuals_v3(numba, 4), _kernels3_encode.make_gram_v3(numba, 8, 4),
+               _kernels3_encode.make_offsets_v3(numba, 4, 4), _kernels3_encode.make_residuals_v3(numba, 4),
+               _kernels3_encode.make_gram_v3(numba, 8, 4),
                _kernels._make_temporal_v2(numba, 4, 4, np.int64), _kernels._make_spatial_v2(numba, 3, 4, np.int64),
                _kernels._make_dequantize(numba, 4)]  # fmt: skip
     for fn in kernels:
