@@ -21,6 +21,8 @@ def make_decode_v1(numba, M, D):
     """The v1 decode kernel for ``M`` parents and ``D`` values per point."""
     import numpy as np
 
+    from bodybatch.codec import _prefetch  # called through the module: see its docstring
+
     HALF_M = M // 2
     N_XYZ = min(3, D)
     K = TILE * D
@@ -64,11 +66,21 @@ def make_decode_v1(numba, M, D):
         xb = np.empty((rows, K + 8), np.int64)  # decoded values
         acc = np.empty(K, np.int64)  # sum of O over the window
         top = 0
+        rest_flat, xe_flat = rest_xyz.reshape(-1), xe.reshape(-1)
+        rest_row, xe_row = rest_xyz.shape[1] * N_XYZ, xe.shape[1] * D  # values per point
         for li in range(levels.shape[0]):
             lo, hi, window = levels[li, 0], levels[li, 1], levels[li, 2]
             for a in range(lo, hi, TILE):
                 nb = min(TILE, hi - a)
                 nk = nb * D
+                # the next tile's residuals and parents' rows, on their way while this
+                # tile computes (7-9% of the kernel's time on a 64-row chunk)
+                for i in range(a + TILE, min(a + 2 * TILE, hi)):
+                    for f in range(0, (n_rows - 1) * N_XYZ, 32):
+                        _prefetch.prefetch(rest_flat, sorted_pos[i] * rest_row + f)
+                    for j in range(M):
+                        for f in range(0, n_rows * D, 32):
+                            _prefetch.prefetch(xe_flat, parents[i, j] * xe_row + f)
                 for i in range(nb):
                     p = a + i
                     sp = sorted_pos[p]
