@@ -260,6 +260,9 @@ def main():
     ap.add_argument("--bodybatch", default="bodybatch,bb-v2", help="comma-separated bodybatch variants: bodybatch, bb-v2, bb-v2.0")
     args = ap.parse_args()
     peers = [p for p in args.peers.split(",") if p]
+    wanted = set(args.sources.split(","))
+    if not wanted or wanted - {"corpus", "synth", "smpl"}:
+        raise SystemExit(f"--sources {args.sources!r}: expected a comma-separated subset of corpus,synth,smpl")
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise SystemExit(f"unknown peers {sorted(unknown)}; choose among {', '.join(PEERS)}")
@@ -281,17 +284,15 @@ def main():
             for offset in (0.0, 20_000.0):
                 bench_bodybatch(warmup_track(offset_mm=offset), Path(tmp) / "warm.xz", variants[codec])
 
-    wanted = set(args.sources.split(","))
     sources = {}
     if "corpus" in wanted:
         corpus = sorted(glob.glob(os.path.join(args.corpus, "*.xz")))
         if not corpus:
             raise SystemExit(f"no prediction files (*.xz) in --corpus {args.corpus}")
-    if wanted & {"synth", "smpl"}:
-        bd.require_shared("bench", "synth.py")
         sources["corpus"] = lambda: (t for f in corpus for t in bd.gt_tracks(f))
     synth = None
     if wanted & {"synth", "smpl"}:
+        bd.require_shared("bench", "synth.py")
         synth = bd.synth_dataset(args.synth_dir, args.synth_videos, (150, 600), (1, 3))
     if "synth" in wanted:
         sources["synth"] = lambda: (t for f in synth for t in bd.gt_tracks(f))
