@@ -168,7 +168,9 @@ def stack_blocks(parts, n_rows, target=None):
 
     ``target`` (a dict): ``target["out"]`` is set to the output once allocated, so that
     the parts that follow can be decoded straight into their rows of it; a part's
-    array that already is its rows of the output is not copied."""
+    array that already is its rows of the output is not copied. Arrays already in
+    ``target["out"]`` (allocated before the first part, of ``n_rows`` rows) are the
+    output's for their fields when the first part's layout agrees."""
     parts = iter(parts)
     first = next(parts)
 
@@ -184,10 +186,16 @@ def stack_blocks(parts, n_rows, target=None):
         return concat_blocks([first, *parts])
     want = layout(first)
 
-    def alloc(v):
-        return np.empty((n_rows,) + v.shape[1:], v.dtype)
+    ready = (target or {}).get("out") or {}
 
-    out = {k: ({ck: alloc(cv) for ck, cv in v.items()} if k == "camera" else alloc(v)) for k, v in first.items()}
+    def alloc(v, given=None):
+        shape = (n_rows,) + v.shape[1:]
+        if isinstance(given, np.ndarray) and given.shape == shape and given.dtype == v.dtype:
+            return given
+        return np.empty(shape, v.dtype)
+
+    out = {k: ({ck: alloc(cv) for ck, cv in v.items()} if k == "camera" else alloc(v, ready.get(k)))
+           for k, v in first.items()}  # fmt: skip
     if target is not None:
         target["out"] = out
     row, part = 0, first

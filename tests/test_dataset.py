@@ -111,9 +111,11 @@ def test_range_decodes_only_its_chunks(chunked, monkeypatch):
 @pytest.mark.parametrize("predictor", [1, 3])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor, threads):
-    """A read over several chunks decodes its whole chunks after the first straight into
-    the caller's output (no copy): the rows equal a row-by-row read, and the output is
-    the caller's own (changing it changes no later read); a one-chunk read too."""
+    """A read over several chunks decodes its whole chunks, the first included, straight
+    into the caller's output (no copy of the point arrays): the rows equal a row-by-row
+    read, and the output is the caller's own (changing it changes no later read); a
+    one-chunk read too, and a read that starts and ends inside chunks."""
+    from bodybatch import _rows
     from bodybatch.codec import _kernels
     from bodybatch.codec.bodybatch_codec import V2_OPTIONS
 
@@ -131,10 +133,21 @@ def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor,
             return real(i, fields, rows, target, *rest)
 
         reader._chunk_job = spy
-        arrays = reader.to_arrays()
+        in_place, is_view = [], _rows._is_view
+
+        def watch(part, whole, row):
+            in_place.append((part.shape[1:] == whole.shape[1:] and part.ndim == 3, is_view(part, whole, row)))
+            return in_place[-1][1]
+
+        _rows._is_view = watch
+        try:
+            arrays = reader.to_arrays()
+        finally:
+            _rows._is_view = is_view
         whole = [i for i, given in into if given]
         if _kernels.kernels() is not None:  # the compiled decoders write float32 in place
-            assert whole and whole == list(range(whole[0], n // 8 + (n % 8 > 0)))  # every chunk after the first few
+            assert whole == list(range(n // 8 + (n % 8 > 0)))  # every chunk
+            assert all(view for points, view in in_place if points) and sum(p for p, _ in in_place) == 2 * len(whole)
         for k in (0, 8, 9, n - 1):
             for field in ("vertices", "vertex_uncertainties", "joints", "boxes"):
                 np.testing.assert_array_equal(arrays[field][k], by_row[k][field], err_msg=f"{field} row {k}")
@@ -154,6 +167,10 @@ def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor,
             if k != "camera":
                 np.testing.assert_array_equal(v, expected[k], err_msg=k)
         assert reader.frame_index[8] == expected["frame_index"][0]
+        inside = reader.read(slice(3, 21))  # a partial first and last chunk around a whole one
+        for k in range(3, 21):
+            for field in ("vertices", "vertex_uncertainties", "joints", "boxes"):
+                np.testing.assert_array_equal(inside[field][k - 3], by_row[k][field], err_msg=f"{field} row {k}")
 
 
 @pytest.mark.parametrize("predictor", [1, 3])

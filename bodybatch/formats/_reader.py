@@ -224,21 +224,28 @@ class TrackReader:
             return {"frame_index": np.zeros(0, np.int64)}
         return slice_block(self._chunk(0, fields, 0, 1)[0], 0, 0)
 
+    def _point_shapes(self, fields):
+        """``{field: row shape}`` of the float32 point arrays a decode of ``fields``
+        writes into arrays it is given (``into``); {} where the format does not."""
+        return {}
+
     def _range(self, start, stop, fields):
         """Rows ``start:stop`` (step 1), decoding only the chunks they overlap."""
         if stop <= start:
             return self._empty(fields)
         first_chunk = int(np.searchsorted(self._starts, start, side="right") - 1)
         last_chunk = int(np.searchsorted(self._starts, stop - 1, side="right") - 1)
-        # stack_blocks puts the output here once the first part gave its layout; the
-        # whole chunks after it then decode straight into their rows of it
-        target = {}
+        # A read over several chunks: its output's point arrays allocated now where the
+        # format says their shapes, so that every whole chunk, the first too, decodes
+        # straight into its rows; stack_blocks completes it from the first part.
+        shapes = self._point_shapes(fields) if last_chunk > first_chunk else {}
+        target = {"out": {k: np.empty((stop - start,) + s, np.float32) for k, s in shapes.items()}} if shapes else {}
 
         def parts():
             for i in range(first_chunk, last_chunk + 1):
                 lo, hi = int(self._starts[i]), int(self._starts[i + 1])
                 a, b = max(start, lo) - lo, min(stop, hi) - lo
-                if "out" in target and b == hi - lo:  # a whole chunk (a partial last one goes through the cache)
+                if "out" in target and a == 0 and b == hi - lo:  # a whole chunk (partial ones go through the cache)
                     into = slice_block(target["out"], lo - start, hi - start)
                     arrays = self._decode_chunk(i, fields, None, into=into)
                     arrays["frame_index"] = self.frame_index[lo:hi]

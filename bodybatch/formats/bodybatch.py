@@ -381,6 +381,18 @@ class BodybatchTrackReader(TrackReader):
             out[group] = self._layout[group]
         return out
 
+    def _point_shapes(self, fields):
+        from bodybatch.codec.bodybatch_codec import POINT_GROUPS
+
+        shapes = {}
+        for group, g in self._group_layout(fields).items():
+            coord, unc = POINT_GROUPS[group]
+            n = int(g["n_points"])
+            for field, shape in [(coord, (n, 3))] + ([(unc, (n,))] if g["n_dims"] == 4 else []):
+                if fields is None or field in fields:
+                    shapes[field] = shape
+        return shapes
+
     def _decode_chunk(self, i, fields=None, rows=None, into=None):
         return self._chunk_job(i, fields, rows, into, self.threads)()  # one chunk: its decode takes the threads
 
