@@ -25,7 +25,7 @@ __all__ = ["prefetch"]
 
 
 def _build():
-    """``(prefetch intrinsic, compiled check)``; raises where numba/LLVM cannot."""
+    """The ``llvm.prefetch`` intrinsic for njit code; raises where this numba cannot build it."""
     from llvmlite import binding, ir
     from numba.core import cgutils
     from numba.extending import intrinsic
