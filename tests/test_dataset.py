@@ -110,7 +110,7 @@ def test_range_decodes_only_its_chunks(chunked, monkeypatch):
 
 @pytest.mark.parametrize("predictor", [1, 3])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor, threads):
+def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, monkeypatch, predictor, threads):
     """A read over several chunks decodes its whole chunks, the first included, straight
     into the caller's output (no copy of the point arrays): the rows equal a row-by-row
     read, and the output is the caller's own (changing it changes no later read); a
@@ -139,11 +139,9 @@ def test_whole_chunks_decode_into_the_output(tmp_path, corpus_tracks, predictor,
             in_place.append((part.shape[1:] == whole.shape[1:] and part.ndim == 3, is_view(part, whole, row)))
             return in_place[-1][1]
 
-        _rows._is_view = watch
-        try:
-            arrays = reader.to_arrays()
-        finally:
-            _rows._is_view = is_view
+        monkeypatch.setattr(_rows, "_is_view", watch)
+        arrays = reader.to_arrays()
+        monkeypatch.undo()
         whole = [i for i, given in into if given]
         if _kernels.kernels() is not None:  # the compiled decoders write float32 in place
             assert whole == list(range(n // 8 + (n % 8 > 0)))  # every chunk
